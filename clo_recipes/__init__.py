@@ -1,0 +1,3 @@
+"""clo-recipes: YAML recipes for Cross-Lingual Optimization (CLO) language transfer."""
+
+__version__ = "0.1.0"

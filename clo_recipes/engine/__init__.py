@@ -1,0 +1,1 @@
+"""The staged engine: plan (stage graph + fingerprints), store (run dirs), run."""

@@ -1,0 +1,1 @@
+"""Recipe language: schema, loading (YAML + line map + extends + overrides), resolution."""

@@ -1,0 +1,83 @@
+"""`translation:` how the English data becomes target-language data."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Section
+
+Backend = Literal["hf", "hf-causal", "openai", "memory"]
+
+
+class FilterSection(Section):
+    """Quality filters applied to every translated sample; each drop is counted and listed."""
+
+    language_id: bool = Field(
+        default=True, description="Drop translations a language-ID model does not read as the target."
+    )
+    min_length_ratio: float = Field(
+        default=0.3, gt=0, description="Drop when len(translation) / len(source) falls below."
+    )
+    max_length_ratio: float = Field(
+        default=3.0, gt=0, description="Drop when len(translation) / len(source) exceeds."
+    )
+    max_repetition: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Drop when the most repeated word n-gram covers more than this share of the text.",
+    )
+    drop_copies: bool = Field(
+        default=True, description="Drop translations identical to their (non-trivial) source."
+    )
+
+
+class TranslationSection(Section):
+    backend: Backend = Field(
+        default="hf",
+        description=(
+            "`hf`: a seq2seq MT model (M2M100, NLLB-200, MADLAD-400, Marian/opus-mt); "
+            "`hf-causal`: a decoder LLM prompted to translate; `openai`: any OpenAI-compatible "
+            "endpoint (vLLM or hosted); `memory`: a parallel file you supply (JSONL or TMX)."
+        ),
+    )
+    model: str | None = Field(
+        default=None,
+        description="Translator model id or path (paper: `facebook/m2m100_1.2B`); the served model name for `openai`.",
+    )
+    revision: str | None = Field(default=None, description="Translator revision; pinned by `lock`.")
+    memory_file: str | None = Field(
+        default=None,
+        description="For `memory`: JSONL with `en` and target-code fields, or a TMX file (relative to the recipe).",
+    )
+    endpoint: str | None = Field(
+        default=None, description="For `openai`: base URL, e.g. `http://127.0.0.1:8000/v1`."
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key (never the key itself).",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Segments per translation batch.")
+    max_new_tokens: int = Field(default=512, ge=1, description="Longest translated segment, in tokens.")
+    max_segment_chars: int = Field(
+        default=400, ge=20, description="Texts are split into sentences/paragraphs of at most this many characters."
+    )
+    concurrency: int = Field(default=8, ge=1, description="For `openai`: requests in flight.")
+    timeout_s: float = Field(default=120.0, gt=0, description="For `openai`: per-request timeout.")
+    max_retries: int = Field(default=5, ge=0, description="For `openai`: retries on 429/5xx with backoff.")
+    few_shot: bool = Field(default=False, description="For `hf-causal`: prepend two worked examples.")
+    filters: FilterSection = Field(default_factory=FilterSection, description="Quality filters.")
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> "TranslationSection":
+        if self.backend == "memory" and not self.memory_file:
+            raise ValueError("translation.backend 'memory' needs translation.memory_file")
+        if self.backend in ("hf", "hf-causal") and not self.model:
+            raise ValueError(f"translation.backend '{self.backend}' needs translation.model")
+        if self.backend == "openai" and not (self.endpoint and self.model):
+            raise ValueError("translation.backend 'openai' needs translation.endpoint and translation.model")
+        if self.filters.min_length_ratio >= self.filters.max_length_ratio:
+            raise ValueError("translation.filters.min_length_ratio must be below max_length_ratio")
+        return self
