@@ -40,6 +40,16 @@ class Recipe(Section):
     eval: EvalSection = Field(default_factory=EvalSection, description="Evaluation suites.")
     hardware: HardwareSection = Field(default_factory=HardwareSection, description="Hardware profile and overrides.")
 
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        from ..languages import get_language  # registry raises "did you mean"
+
+        language = get_language(value)
+        if language.iso1 == "en":
+            raise ValueError("the target language must not be English (CLO transfers from English)")
+        return language.iso1
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

@@ -1,0 +1,94 @@
+"""The run directory: `runs/<name>/<stage>-<fingerprint>/` with a manifest, a lock, and
+atomic completion.
+
+A stage works in `<stage>-<fp>.partial/`; only when it returns does the engine write its
+`manifest.json` and rename the folder, so a crash never leaves a half stage that looks
+finished, and a re-run finds the partial folder (and any checkpoints in it) to resume.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import CloError
+
+FP_CHARS = 12
+MANIFEST = "manifest.json"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunStore:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self._lock_handle = None
+
+    def stage_dir(self, stage_id: str, fingerprint: str) -> Path:
+        return self.run_dir / f"{stage_id}-{fingerprint[:FP_CHARS]}"
+
+    def partial_dir(self, stage_id: str, fingerprint: str) -> Path:
+        return self.run_dir / f"{stage_id}-{fingerprint[:FP_CHARS]}.partial"
+
+    def is_done(self, stage_id: str, fingerprint: str) -> bool:
+        return (self.stage_dir(stage_id, fingerprint) / MANIFEST).exists()
+
+    def manifest(self, stage_id: str, fingerprint: str) -> dict:
+        return json.loads((self.stage_dir(stage_id, fingerprint) / MANIFEST).read_text(encoding="utf-8"))
+
+    def begin(self, stage_id: str, fingerprint: str) -> tuple[Path, bool]:
+        """The work folder for a stage and whether it already existed (a resume)."""
+        partial = self.partial_dir(stage_id, fingerprint)
+        resumed = partial.exists()
+        partial.mkdir(parents=True, exist_ok=True)
+        return partial, resumed
+
+    def finish(self, stage_id: str, fingerprint: str, manifest: dict) -> Path:
+        partial = self.partial_dir(stage_id, fingerprint)
+        final = self.stage_dir(stage_id, fingerprint)
+        write_json_atomic(partial / MANIFEST, manifest)
+        if final.exists():  # an earlier, manifest-less leftover: never finished, safe to replace
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        return final
+
+    # ------------------------------------------------------------------ lock
+    def lock(self) -> None:
+        """Stop two runs from writing the same run directory (released when the process ends)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.run_dir / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise CloError(
+                f"run directory {self.run_dir} is in use by {holder}",
+                hint="wait for that run to finish, or give this one another `name`",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
+
+    def unlock(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None

@@ -1,0 +1,197 @@
+"""Resolve a loaded recipe: absolute paths, the hardware profile filled in, machine checks,
+and for every value where it came from (recipe line, extends file, --set, profile, default).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import Location, Problem, RecipeError
+from .languages import Language, get_language
+from .load import FieldPath, LoadedRecipe, validate_raw
+from .schema import Recipe
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+# Fields that name local files, resolved against the folder of the file that wrote them.
+_PATH_FIELDS: tuple[FieldPath, ...] = (
+    ("data", "source"),
+    ("translation", "memory_file"),
+    ("eval", "prompts"),
+    ("model", "base"),
+    ("model", "tokenizer"),
+    ("model", "chat_template"),
+    ("hardware", "accelerate_config"),
+)
+
+
+@dataclass
+class Resolved:
+    """A recipe with every default, profile value and path settled; what `plan` and `run` use."""
+
+    recipe: Recipe
+    source: LoadedRecipe
+    profile: str
+    provenance: dict[str, str]  # dotted field -> "file.yaml:12", "--set", "profile:cpu", "default", ...
+    language: Language
+
+    @property
+    def recipe_dir(self) -> Path:
+        return self.source.path.parent
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = available_profiles() + ["auto"]
+        close = difflib.get_close_matches(name, known, n=1)
+        raise RecipeError(f"unknown hardware profile '{name}'",
+                          hint=(f"did you mean '{close[0]}'? " if close else "") + f"profiles: {', '.join(known)}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data.pop("description", None)
+    return data
+
+
+def _auto_profile() -> str:
+    try:
+        from ..hardware.detect import pick_profile
+    except ImportError:  # hardware detection not available: the safe choice
+        return "cpu"
+    return pick_profile()
+
+
+def _get(data: dict, path: FieldPath) -> Any:
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _set(data: dict, path: FieldPath, value: Any) -> None:
+    for part in path[:-1]:
+        data = data.setdefault(part, {})
+    data[path[-1]] = value
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or Path(value).suffix.lower() in {
+        ".jsonl", ".json", ".parquet", ".csv", ".tmx", ".gguf", ".jinja", ".yaml", ".yml", ".tsv"}
+
+
+def _absolutize(raw: dict, loaded: LoadedRecipe) -> None:
+    """Relative paths are relative to the file that wrote them (an `extends` parent's paths
+    stay relative to the parent); `--set` paths to the working directory."""
+    for path in _PATH_FIELDS:
+        value = _get(raw, path)
+        if not isinstance(value, str) or "\n" in value or not _looks_like_path(value):
+            continue
+        if path in loaded.overrides or not loaded.locations.get(path):
+            base = Path.cwd()
+        else:
+            base = Path(loaded.locations[path].file).parent
+        _set(raw, path, str((base / Path(value).expanduser()).resolve()))
+
+
+def _flatten(data: Any, prefix: FieldPath = ()) -> dict[FieldPath, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[FieldPath, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, prefix + (key,)))
+        return out
+    return {prefix: data}
+
+
+def resolve(loaded: LoadedRecipe, *, profile_override: str | None = None) -> Resolved:
+    """Apply the hardware profile and machine-level checks to a statically valid recipe."""
+    raw = copy.deepcopy(loaded.raw)
+    hardware = raw.get("hardware") or {}
+    if isinstance(hardware, str):
+        hardware = {"profile": hardware}
+    raw["hardware"] = hardware
+    asked = profile_override or hardware.get("profile", "auto")
+    profile = _auto_profile() if asked == "auto" else asked
+    hardware["profile"] = profile
+    from_profile: dict[FieldPath, str] = {}
+    for key, value in load_profile(profile).items():
+        if hardware.get(key) is None:
+            hardware[key] = value
+            from_profile[("hardware", key)] = f"profile:{profile}" + (" (auto)" if asked == "auto" else "")
+    adapter_kind = (raw.get("adapter") or {}).get("kind")
+    if adapter_kind == "qlora" and hardware.get("quantization") in (None, "none"):
+        hardware["quantization"] = "nf4"
+        from_profile[("hardware", "quantization")] = "derived: adapter.kind=qlora"
+    _absolutize(raw, loaded)
+
+    resolved_source = LoadedRecipe(loaded.path, raw, loaded.locations, loaded.overrides)
+    recipe = validate_raw(resolved_source)
+    _check_against_machine(recipe, loaded)
+
+    provenance: dict[str, str] = {}
+    for path in _flatten(recipe.model_dump(mode="json")):
+        dotted = ".".join(map(str, path))
+        if path in loaded.overrides or any(path[:n] in loaded.overrides for n in range(1, len(path))):
+            provenance[dotted] = "--set"
+        elif path in from_profile:
+            provenance[dotted] = from_profile[path]
+        elif path == ("hardware", "profile") and asked == "auto":
+            provenance[dotted] = "auto (detected)"
+        elif path == ("hardware", "profile") and isinstance(loaded.raw.get("hardware"), str):
+            where = loaded.location(("hardware",))
+            provenance[dotted] = f"{Path(where.file).name}:{where.line}"
+        elif _get(loaded.raw, path) is not None or path in loaded.locations:
+            where = loaded.location(path)
+            provenance[dotted] = f"{Path(where.file).name}:{where.line}" if where.line else Path(where.file).name
+        else:
+            provenance[dotted] = "default"
+    return Resolved(recipe, loaded, profile, provenance, get_language(recipe.language))
+
+
+def _check_against_machine(recipe: Recipe, loaded: LoadedRecipe) -> None:
+    """Checks that need more than the schema: translator language support, lm-eval task
+    names, what the hardware can do. Each check is owned by its subsystem."""
+    problems: list[Problem] = []
+
+    def attempt(check, field: FieldPath) -> None:
+        try:
+            check()
+        except RecipeError as exc:
+            problems.extend(exc.problems)
+        except Exception as exc:  # noqa: BLE001 - a subsystem's CloError or ValueError
+            from ..errors import CloError
+
+            if isinstance(exc, (CloError, ValueError)):
+                location = loaded.location(field)
+                for problem in getattr(exc, "problems", None) or [Problem(str(exc))]:
+                    problems.append(Problem(problem.message, problem.location or location, problem.hint))
+            else:
+                raise
+
+    try:
+        from ..translation.support import check_language_support
+    except ImportError:
+        check_language_support = None
+    if check_language_support is not None:
+        attempt(lambda: check_language_support(recipe.translation, get_language(recipe.language)), ("translation", "model"))
+    try:
+        from ..evaluation.lm_eval_bridge import check_task_names
+    except ImportError:
+        check_task_names = None
+    if check_task_names is not None and recipe.eval.lm_eval_tasks:
+        attempt(lambda: check_task_names(recipe.eval.lm_eval_tasks), ("eval", "lm_eval_tasks"))
+    if problems:
+        raise RecipeError(problems=problems)
+
+
+def resolved_location(resolved: Resolved, dotted: str) -> Location:
+    return resolved.source.location(tuple(dotted.split(".")))
