@@ -10,6 +10,5 @@ class Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         validate_assignment=True,
-        use_attribute_docstrings=True,
         frozen=True,
     )

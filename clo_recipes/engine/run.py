@@ -1,0 +1,191 @@
+"""Execute a plan stage by stage: skip what is done, resume what was interrupted, record
+a manifest for every finished stage, and never leave a half stage that looks finished."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import CloError
+from ..recipe.load import load_recipe
+from ..recipe.resolve import Resolved, resolve
+from ..secrets import redact
+from .context import StageContext
+from .plan import Plan, PlannedStage, make_plan
+from .store import write_json_atomic, write_text_atomic
+
+VERSIONED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "flash-attn",
+                      "tokenizers", "datasets", "pydantic")
+
+
+@dataclass
+class StageOutcome:
+    id: str
+    status: str  # ran | cached | skipped | failed | interrupted
+    seconds: float = 0.0
+    directory: Path | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    outcomes: list[StageOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.status in ("ran", "cached", "skipped") for o in self.outcomes)
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"clo-recipes": __version__, "python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def resolved_document(resolved: Resolved) -> dict[str, Any]:
+    """The resolved recipe as written to `recipe.resolved.yaml`: values, provenance, versions.
+    Secrets never reach it: the recipe holds only env-var names, and `redact` masks any
+    secret value pasted into a field."""
+    return redact({
+        "recipe": resolved.recipe.model_dump(mode="json"),
+        "provenance": resolved.provenance,
+        "hardware_profile": resolved.profile,
+        "source_file": str(resolved.source.path),
+        "versions": package_versions(),
+    })
+
+
+def write_resolved(plan: Plan) -> Path:
+    import yaml
+
+    path = plan.run_dir / "recipe.resolved.yaml"
+    text = yaml.safe_dump(resolved_document(plan.resolved), sort_keys=False, allow_unicode=True)
+    write_text_atomic(path, text)
+    return path
+
+
+def select_stages(plan: Plan, only: list[str] | None, from_stage: str | None) -> tuple[set[str], set[str]]:
+    """(stages to consider, stages to redo even if done). Names match a stage id or a kind."""
+    ids = [s.id for s in plan.stages]
+
+    def matching(name: str) -> list[str]:
+        found = [s.id for s in plan.stages if name in (s.id, s.kind)]
+        if not found:
+            raise CloError(f"no stage named '{name}' in this plan", hint=f"stages: {', '.join(ids)}")
+        return found
+
+    if only:
+        chosen = {sid for name in only for sid in matching(name)}
+        return chosen, set()
+    if from_stage:
+        first = ids.index(matching(from_stage)[0])
+        chosen = set(ids[first:])
+        return chosen, chosen
+    return set(ids), set()
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _run_stage(plan: Plan, stage: PlannedStage, options: dict[str, Any], console) -> StageOutcome:
+    store = plan.store
+    inputs = {dep: plan.stage_dir(plan.stage(dep)) for dep in stage.deps}
+    missing = [dep for dep, path in inputs.items() if not (path / "manifest.json").exists()]
+    if missing:
+        raise CloError(f"stage {stage.id} needs {', '.join(missing)} to be finished first",
+                       hint=f"run without --only/--from, or with --only {' '.join(missing)}")
+    work_dir, resumed = store.begin(stage.id, stage.fingerprint)
+    context = StageContext(stage_id=stage.id, kind=stage.kind, arm=stage.arm, work_dir=work_dir,
+                           recipe=stage.view, inputs=inputs, run_dir=plan.run_dir,
+                           cache_dir=plan.cache_dir, options=dict(options))
+    if console is not None:
+        verb = "resuming" if resumed else "running"
+        console.print(f"[bold cyan]▶ {stage.id}[/] {verb}: {stage.spec.summary}  [dim]{work_dir.name}[/]")
+    module = importlib.import_module(stage.spec.module)
+    started = time.time()
+    outputs = module.run(context) or {}
+    seconds = time.time() - started
+    if _rank() != 0:  # in a multi-process launch only rank 0 finishes the stage folder
+        return StageOutcome(stage.id, "ran", seconds, work_dir, outputs, resumed)
+    manifest = redact({
+        "stage": stage.id,
+        "kind": stage.kind,
+        "arm": stage.arm,
+        "fingerprint": stage.fingerprint,
+        "stage_version": stage.spec.version,
+        "reads": stage.view.values(),
+        "inputs": {dep: plan.stage(dep).fingerprint for dep in stage.deps},
+        "outputs": outputs,
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "resumed": resumed,
+        "versions": package_versions(),
+    })
+    final = store.finish(stage.id, stage.fingerprint, manifest)
+    stage.status = "done"
+    return StageOutcome(stage.id, "ran", seconds, final, outputs, resumed)
+
+
+def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None = None,
+            force: bool = False, console=None, options: dict[str, Any] | None = None) -> RunResult:
+    """Run the selected stages in order. Interrupted or failed stages keep their work folder
+    (`*.partial`), so the next call resumes them."""
+    chosen, redo = select_stages(plan, only, from_stage)
+    if force:
+        redo = set(chosen)
+    outcomes: list[StageOutcome] = []
+    holds_lock = _rank() == 0 and not os.environ.get("CLO_RECIPES_LOCK_HELD")
+    if holds_lock:
+        plan.store.lock()
+    try:
+        if _rank() == 0:
+            write_resolved(plan)
+        for stage in plan.stages:
+            if stage.id not in chosen:
+                outcomes.append(StageOutcome(stage.id, "skipped"))
+                continue
+            if stage.status == "done" and stage.id not in redo:
+                directory = plan.stage_dir(stage)
+                outputs = json.loads((directory / "manifest.json").read_text()).get("outputs", {})
+                outcomes.append(StageOutcome(stage.id, "cached", 0.0, directory, outputs))
+                if console is not None:
+                    console.print(f"[green]✓ {stage.id}[/] already done [dim]{directory.name}[/]")
+                continue
+            try:
+                outcome = _run_stage(plan, stage, options or {}, console)
+            except KeyboardInterrupt:
+                outcomes.append(StageOutcome(stage.id, "interrupted"))
+                raise
+            outcomes.append(outcome)
+            if console is not None:
+                console.print(f"[green]✓ {stage.id}[/] done in {outcome.seconds:.1f}s")
+    finally:
+        if holds_lock:
+            plan.store.unlock()
+    return RunResult(plan.run_dir, outcomes)
+
+
+def run_recipe_file(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, console=None,
+                    only: list[str] | None = None, from_stage: str | None = None,
+                    force: bool = False) -> RunResult:
+    """Load, resolve, plan and execute a recipe file (what `clo-recipe run` does)."""
+    plan = make_plan(resolve(load_recipe(path, list(overrides))))
+    return execute(plan, only=only, from_stage=from_stage, force=force, console=console)
+
