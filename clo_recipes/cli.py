@@ -60,7 +60,7 @@ def validate(
         except CloError as exc:
             failed += 1
             err_console.print(f"[bold red]✗ {file}[/]")
-            err_console.print(exc.render(), markup=False, highlight=False)
+            err_console.print(exc.render(), markup=False, highlight=False, soft_wrap=True)
             continue
         recipe = loaded.recipe
         arms = ", ".join([recipe.method.name, *recipe.method.baselines])
@@ -306,7 +306,7 @@ def main() -> None:
         if _state["debug"]:
             raise
         err_console.print("[bold red]error[/]")
-        err_console.print(exc.render(), markup=False, highlight=False)
+        err_console.print(exc.render(), markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished stages are kept; run the same command again to resume")

@@ -123,7 +123,14 @@ def resolve(loaded: LoadedRecipe, *, profile_override: str | None = None) -> Res
     profile = _auto_profile() if asked == "auto" else asked
     hardware["profile"] = profile
     from_profile: dict[FieldPath, str] = {}
-    for key, value in load_profile(profile).items():
+    try:
+        profile_values = load_profile(profile)
+    except RecipeError as exc:
+        field = ("hardware",) if isinstance(loaded.raw.get("hardware"), str) else ("hardware", "profile")
+        where = Location("--profile") if profile_override else loaded.location(field)
+        where.field = "hardware.profile"
+        raise RecipeError(problems=[Problem(p.message, where, p.hint) for p in exc.problems]) from None
+    for key, value in profile_values.items():
         if hardware.get(key) is None:
             hardware[key] = value
             from_profile[("hardware", key)] = f"profile:{profile}" + (" (auto)" if asked == "auto" else "")
