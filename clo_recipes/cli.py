@@ -32,8 +32,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 SetOption = typer.Option(None, "--set", help="Override a field: --set train.learning_rate=2e-5 (repeatable).")
