@@ -207,7 +207,7 @@ def run(
                        f"(largest: {estimate.largest})",
                        hint=(estimate.suggestion or "") + " — or pass --force to try anyway")
     result = execute(the_plan, only=only, from_stage=from_stage, force=force, console=console,
-                     options={"launcher": launcher})
+                     launcher=launcher)
     console.print(_summary(result))
     _print_report(result.run_dir)
 

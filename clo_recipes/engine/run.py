@@ -143,10 +143,28 @@ def _run_stage(plan: Plan, stage: PlannedStage, options: dict[str, Any], console
     return StageOutcome(stage.id, "ran", seconds, final, outputs, resumed)
 
 
+def _launch_stage(plan: Plan, stage: PlannedStage, launcher, console) -> StageOutcome:
+    """Run one stage in a multi-process launch (`accelerate launch`); its rank 0 finishes the
+    stage folder, this process only checks that it did."""
+    if console is not None:
+        console.print(f"[bold cyan]▶ {stage.id}[/] launching on {launcher.world_size} processes")
+    started = time.time()
+    launcher.run_stage(stage)
+    if not plan.store.is_done(stage.id, stage.fingerprint):
+        raise CloError(f"the launched {stage.id} exited without finishing its stage folder",
+                       hint="see the launcher's output above; re-run to resume from its last checkpoint")
+    stage.status = "done"
+    directory = plan.stage_dir(stage)
+    outputs = json.loads((directory / "manifest.json").read_text()).get("outputs", {})
+    return StageOutcome(stage.id, "ran", time.time() - started, directory, outputs)
+
+
 def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None = None,
-            force: bool = False, console=None, options: dict[str, Any] | None = None) -> RunResult:
+            force: bool = False, console=None, options: dict[str, Any] | None = None,
+            launcher=None) -> RunResult:
     """Run the selected stages in order. Interrupted or failed stages keep their work folder
-    (`*.partial`), so the next call resumes them."""
+    (`*.partial`), so the next call resumes them. `launcher` (hardware.launch) takes over
+    the stages it wants (training on several GPUs); data stages always run here, once."""
     chosen, redo = select_stages(plan, only, from_stage)
     if force:
         redo = set(chosen)
@@ -169,7 +187,10 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
                     console.print(f"[green]✓ {stage.id}[/] already done [dim]{directory.name}[/]")
                 continue
             try:
-                outcome = _run_stage(plan, stage, options or {}, console)
+                if launcher is not None and launcher.wants(stage):
+                    outcome = _launch_stage(plan, stage, launcher, console)
+                else:
+                    outcome = _run_stage(plan, stage, options or {}, console)
             except KeyboardInterrupt:
                 outcomes.append(StageOutcome(stage.id, "interrupted"))
                 raise
