@@ -46,6 +46,13 @@ class EvalSection(Section):
     max_prompts: int = Field(default=100, ge=1, description="Prompts per language at most.")
     max_new_tokens: int = Field(default=256, ge=1, description="Greedy generation length.")
     batch_size: int = Field(default=8, ge=1, description="Generation and scoring batch size.")
+    generation_backend: Literal["auto", "transformers", "vllm"] = Field(
+        default="auto",
+        description=(
+            "How answers are generated: `transformers` (batched `generate`), `vllm` (offline engine, "
+            "CUDA only), or `auto` (vLLM when installed and a GPU is visible, else transformers)."
+        ),
+    )
     mc_sets: list[str] = Field(
         default_factory=lambda: ["builtin"],
         description="Multiple-choice sets: `builtin` (shipped, small) or JSONL paths.",
@@ -53,6 +60,9 @@ class EvalSection(Section):
     lm_eval_tasks: list[str] = Field(
         default_factory=list,
         description="lm-evaluation-harness task names, e.g. `mmlu`, `global_mmlu_ko`, `belebele_kor_Hang`.",
+    )
+    lm_eval_limit: int | None = Field(
+        default=None, ge=1, description="Examples per lm-evaluation-harness task at most (all when unset)."
     )
     examples: int = Field(default=3, ge=0, description="Answers shown side by side in report.md.")
     judge: JudgeSection = Field(default_factory=JudgeSection, description="Pairwise judge settings.")

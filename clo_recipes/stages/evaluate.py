@@ -1,0 +1,197 @@
+"""Evaluate stage: one model (`evaluate-base` or `evaluate-<arm>`), every configured suite.
+
+Writes into its folder:
+- `answers.jsonl`: `{"id", "lang", "prompt", "answer", "answer_lang", "answer_lang_confidence"}`
+  (greedy answers to the held-out prompts, in English and the target language; what the
+  fidelity suite scores and the judge compares),
+- `mc_details.jsonl`: per question, the option log-likelihoods and picks,
+- `metrics.json`: `{"stage": "evaluate", "model", "language", "suites": {...}, "skipped": [...]}`.
+
+Generation checkpoints into `answers.partial.jsonl`, so an interrupted stage resumes where it
+stopped. A suite that cannot run here (lm-eval not installed, no built-in MC set for the
+language) is recorded as skipped with its reason; the report shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from clo_recipes.engine.context import StageContext, read_jsonl, write_jsonl
+from clo_recipes.evaluation.prompts import EvalPrompt, load_heldout_prompts, load_prompts_file
+
+CHECKPOINT_EVERY = 32  # prompts per generation chunk written to the checkpoint
+
+
+class _LoadedOnce:
+    """The transformers model, loaded on first use and shared by generation, MC and lm-eval."""
+
+    def __init__(self, ctx: StageContext, subject):
+        self.ctx, self.subject, self.pair = ctx, subject, None
+
+    def get(self):
+        from clo_recipes.evaluation.models import load_for_eval
+
+        if self.pair is None:
+            hardware = self.ctx.recipe.hardware
+            self.pair = load_for_eval(self.subject, precision=hardware.precision, attention=hardware.attention,
+                                      quantization=hardware.quantization)
+        return self.pair
+
+
+def run(ctx: StageContext) -> dict:
+    from clo_recipes.evaluation.models import model_under_test
+
+    settings = ctx.recipe.eval
+    target = ctx.recipe.language
+    trained = None if ctx.arm == "base" else ctx.input("train") / "model"
+    subject = model_under_test(ctx.arm, ctx.recipe.model, trained)
+    loaded = _LoadedOnce(ctx, subject)
+    suites = set(settings.suites)
+    timings: dict[str, float] = {}
+    results: dict[str, dict] = {}
+    skipped: list[dict] = []
+
+    answers: list[dict] = []
+    if suites & {"fidelity", "judge"}:
+        prompts = _prompts(ctx, target)
+        started = time.perf_counter()
+        answers = _generate_answers(ctx, subject, loaded, prompts)
+        timings["generate_s"] = round(time.perf_counter() - started, 2)
+        write_jsonl(ctx.work_dir / "answers.jsonl", answers)
+        (ctx.work_dir / "answers.partial.jsonl").unlink(missing_ok=True)
+        if "fidelity" in suites:
+            from clo_recipes.evaluation.fidelity import fidelity_metrics
+
+            results["fidelity"] = fidelity_metrics((row["lang"], row["answer_lang"]) for row in answers)
+
+    wants_lm_eval = "lm_eval" in suites or bool(settings.lm_eval_tasks)
+    if "mc" in suites or wants_lm_eval:
+        model, tokenizer = loaded.get()
+        if "mc" in suites:
+            started = time.perf_counter()
+            results["mc"], mc_skipped = _multiple_choice(ctx, model, tokenizer, target)
+            skipped += [{"suite": "mc", **entry} for entry in mc_skipped]
+            timings["mc_s"] = round(time.perf_counter() - started, 2)
+        if wants_lm_eval:
+            started = time.perf_counter()
+            outcome = _lm_eval(ctx, model, tokenizer)
+            if "reason" in outcome:
+                skipped.append({"suite": "lm_eval", "reason": outcome["reason"]})
+            else:
+                results["lm_eval"] = outcome
+            timings["lm_eval_s"] = round(time.perf_counter() - started, 2)
+
+    metrics = {
+        "stage": "evaluate",
+        "model": ctx.arm,
+        "weights": subject.describe(),
+        "language": target,
+        "suites": results,
+        "skipped": skipped,
+        "timings": timings,
+    }
+    (ctx.work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return _manifest_summary(metrics, len(answers))
+
+
+def _prompts(ctx: StageContext, target: str) -> list[EvalPrompt]:
+    settings = ctx.recipe.eval
+    if settings.prompts:
+        return load_prompts_file(Path(settings.prompts), target, settings.max_prompts)
+    return load_heldout_prompts(ctx.input("pairs") / "eval.jsonl", target, settings.max_prompts)
+
+
+def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: list[EvalPrompt]) -> list[dict]:
+    """Answers for every prompt, resuming from the checkpoint of an interrupted attempt."""
+    from clo_recipes.evaluation.fidelity import detect_answer_languages
+
+    checkpoint = ctx.work_dir / "answers.partial.jsonl"
+    done = {(row["id"], row["lang"], row["prompt"]): row for row in read_jsonl(checkpoint)} if checkpoint.exists() else {}
+    todo = [p for p in prompts if (p.id, p.lang, p.text) not in done]
+    if done:
+        ctx.log.info("evaluate: resuming, %d of %d answers already generated", len(prompts) - len(todo), len(prompts))
+    if todo:
+        generator = _make_generator(ctx, subject, loaded)
+        with open(checkpoint, "a", encoding="utf-8") as handle:
+            for start in range(0, len(todo), CHECKPOINT_EVERY):
+                chunk = todo[start : start + CHECKPOINT_EVERY]
+                texts = generator.generate([p.text for p in chunk])
+                for prompt, text, (code, confidence) in zip(chunk, texts, detect_answer_languages(texts)):
+                    row = {"id": prompt.id, "lang": prompt.lang, "prompt": prompt.text, "answer": text,
+                           "answer_lang": code, "answer_lang_confidence": round(confidence, 4)}
+                    done[(prompt.id, prompt.lang, prompt.text)] = row
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.flush()
+                ctx.log.info("evaluate-%s: %d/%d answers", ctx.arm, len(done), len(prompts))
+        if hasattr(generator, "close"):
+            generator.close()
+    return [done[(p.id, p.lang, p.text)] for p in prompts]
+
+
+def _make_generator(ctx: StageContext, subject, loaded: _LoadedOnce):
+    from clo_recipes.evaluation.generation import TransformersGenerator, VLLMGenerator, choose_backend
+    from clo_recipes.evaluation.models import read_chat_template, vllm_source
+
+    settings = ctx.recipe.eval
+    hardware = ctx.recipe.hardware
+    backend = choose_backend(settings.generation_backend)
+    source = vllm_source(subject) if backend == "vllm" else None
+    if source is not None:
+        dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(hardware.precision or "", "auto")
+        rank = None
+        if subject.adapter is not None:
+            rank = json.loads((subject.adapter / "adapter_config.json").read_text()).get("r")
+        return VLLMGenerator(
+            source, tokenizer=subject.section.tokenizer, chat_template=read_chat_template(subject.section.chat_template),
+            max_new_tokens=settings.max_new_tokens, dtype=dtype,
+            adapter=str(subject.adapter) if subject.adapter else None, lora_rank=rank,
+        )
+    model, tokenizer = loaded.get()
+    return TransformersGenerator(model, tokenizer, max_new_tokens=settings.max_new_tokens,
+                                 batch_size=settings.batch_size)
+
+
+def _multiple_choice(ctx: StageContext, model, tokenizer, target: str) -> tuple[dict, list[dict]]:
+    from clo_recipes.evaluation.multiple_choice import resolve_mc_sets, score_questions
+
+    sets, skipped = resolve_mc_sets(ctx.recipe.eval.mc_sets, target)
+    by_set: list[dict] = []
+    totals: dict[str, list[int]] = {}  # lang -> [correct, correct_norm, n]
+    detail_rows: list[dict] = []
+    for mc_set in sets:
+        scored = score_questions(model, tokenizer, mc_set.questions, batch_size=ctx.recipe.eval.batch_size,
+                                 max_length=ctx.recipe.train.max_length)
+        details = scored.pop("details")
+        by_set.append({"set": mc_set.name, "lang": mc_set.lang, **scored})
+        total = totals.setdefault(mc_set.lang, [0, 0, 0])
+        total[0] += sum(d["pick"] == d["answer"] for d in details)
+        total[1] += sum(d["pick_norm"] == d["answer"] for d in details)
+        total[2] += len(details)
+        detail_rows += [{"set": mc_set.name, "lang": mc_set.lang, **d} for d in details]
+    write_jsonl(ctx.work_dir / "mc_details.jsonl", detail_rows)
+    by_language = {lang: {"acc": c / n, "acc_norm": cn / n, "n": n} for lang, (c, cn, n) in totals.items()}
+    return {"by_language": by_language, "sets": by_set}, skipped
+
+
+def _lm_eval(ctx: StageContext, model, tokenizer) -> dict:
+    from clo_recipes.evaluation.lm_eval_bridge import EXTRA_HINT, lm_eval_installed, run_tasks
+
+    tasks = ctx.recipe.eval.lm_eval_tasks
+    if not tasks:
+        return {"reason": "suite `lm_eval` is listed but `eval.lm_eval_tasks` names no task"}
+    if not lm_eval_installed():
+        return {"reason": f"lm-evaluation-harness is not installed ({EXTRA_HINT})"}
+    return run_tasks(model, tokenizer, tasks, batch_size=ctx.recipe.eval.batch_size,
+                     max_length=ctx.recipe.train.max_length, limit=ctx.recipe.eval.lm_eval_limit)
+
+
+def _manifest_summary(metrics: dict, answers: int) -> dict:
+    """Headline numbers for the stage manifest (the full metrics are in metrics.json)."""
+    summary: dict = {"answers": answers, "skipped": [entry["suite"] for entry in metrics["skipped"]]}
+    for lang, values in metrics["suites"].get("fidelity", {}).items():
+        summary[f"fidelity_{lang}"] = values["share"]
+    for lang, values in metrics["suites"].get("mc", {}).get("by_language", {}).items():
+        summary[f"mc_acc_{lang}"] = values["acc"]
+    return summary
