@@ -1,16 +1,24 @@
 """Bridge to lm-evaluation-harness: validate task names early, run tasks, merge results.
 
 `check_task_names` runs at validate time and must stay light: it never imports torch. With
-the `eval` extra installed it checks against the harness's own task index; without it, it
-checks names against the task families the harness ships (so a typo is still caught on a
-laptop) and says that the extra is needed to run them.
+the `eval` extra installed it checks against the harness's own task index (built once per
+harness version, ~15-30 s, then cached in the clo-recipes cache); without it, it checks
+names against the task families the harness ships (so a typo is still caught on a laptop)
+and says that the extra is needed to run them.
+
+An entry of `eval.lm_eval_tasks` may also be a path to a task YAML of your own (harness
+format, e.g. over a local JSONL with `dataset_path: json`): it runs offline like any task.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 import importlib.util
+import json
+import os
 import re
+from pathlib import Path
 from typing import Any, Sequence
 
 from clo_recipes.errors import CloError
@@ -65,14 +73,50 @@ def _example_names() -> list[str]:
     return names
 
 
+def _cache_dir() -> Path:
+    configured = os.environ.get("CLO_RECIPES_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "clo-recipes"
+
+
 def _harness_task_names() -> list[str]:
+    """Every task, group and tag name the installed harness knows (cached per version)."""
+    version = importlib.metadata.version("lm_eval")
+    cache = _cache_dir() / f"lm-eval-tasks-{version}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text(encoding="utf-8"))
     from lm_eval.tasks import TaskManager
 
-    return list(TaskManager().all_tasks)
+    names = sorted(TaskManager().all_tasks)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(names), encoding="utf-8")
+    os.replace(tmp, cache)
+    return names
+
+
+def is_task_file(entry: str) -> bool:
+    return entry.endswith((".yaml", ".yml"))
+
+
+def task_file_name(path: Path) -> str:
+    """The `task:` name declared in a task YAML of the user's own."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise CloError(f"lm-eval task file not readable: {path} ({error.strerror})") from None
+    # A regex, not a YAML parser: harness task files use custom tags (`!function`).
+    match = re.search(r"^task:\s*(\S+)\s*$", text, re.M)
+    if not match:
+        raise CloError(f"{path} declares no `task:` name", hint="a harness task YAML starts with `task: <name>`")
+    return match.group(1).strip("'\"")
 
 
 def check_task_names(names: Sequence[str]) -> None:
     """Raise `CloError` listing every unknown task name with close matches; None if all exist."""
+    for entry in names:
+        if is_task_file(entry):
+            task_file_name(Path(entry))
+    names = [name for name in names if not is_task_file(name)]
     if not names:
         return
     installed = lm_eval_installed()
@@ -107,10 +151,18 @@ def run_tasks(model: Any, tokenizer: Any, tasks: Sequence[str], *, batch_size: i
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
 
-    wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+    files = [Path(entry) for entry in tasks if is_task_file(entry)]
+    names = [entry for entry in tasks if not is_task_file(entry)] + [task_file_name(path) for path in files]
+    # Only the user's own task files: skip indexing the harness's thousands of tasks.
+    manager = TaskManager(include_path=sorted({str(path.parent) for path in files}) or None,
+                          include_defaults=len(names) > len(files))
+    device = str(next(model.parameters()).device)
+    wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device,
                    **({"max_length": max_length} if max_length else {}))
-    output = lm_eval.simple_evaluate(model=wrapped, tasks=list(tasks), limit=limit, log_samples=False)
+    output = lm_eval.simple_evaluate(model=wrapped, tasks=names, limit=limit, log_samples=False,
+                                     task_manager=manager)
     return extract_metrics(output)
 
 
