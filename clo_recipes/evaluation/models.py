@@ -57,10 +57,3 @@ def vllm_source(target: ModelUnderTest) -> str | None:
     """The folder or hub id vLLM can load, or None (GGUF and packaged models stay on transformers)."""
     location = locate_model(target.section.base, target.section.gguf_file)
     return location.path if location.kind in ("hub", "folder") else None
-
-
-def read_chat_template(value: str | None) -> str | None:
-    """`model.chat_template` is inline Jinja or a path to a `.jinja` file (already absolute)."""
-    if value and "\n" not in value and value.endswith(".jinja") and Path(value).is_file():
-        return Path(value).read_text(encoding="utf-8")
-    return value

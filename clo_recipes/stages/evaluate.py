@@ -132,7 +132,8 @@ def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: 
 
 def _make_generator(ctx: StageContext, subject, loaded: _LoadedOnce):
     from clo_recipes.evaluation.generation import TransformersGenerator, VLLMGenerator, choose_backend
-    from clo_recipes.evaluation.models import read_chat_template, vllm_source
+    from clo_recipes.evaluation.models import vllm_source
+    from clo_recipes.training.loading import read_chat_template
 
     settings = ctx.recipe.eval
     hardware = ctx.recipe.hardware
