@@ -1,0 +1,181 @@
+"""Lock files: local inputs pinned by content, hub references by commit (from the offline
+cache), a lock is itself a runnable recipe, and a run refuses with a readable diff when a
+pinned item differs (unless it relocks)."""
+
+import hashlib
+
+import pytest
+import yaml
+from share_stages import calls, use_share_stages, write_inputs
+
+from clo_recipes.engine.run import execute
+from clo_recipes.engine.testing import write_recipe
+from clo_recipes.errors import CloError
+from clo_recipes.share.lock import LockMismatch, load_locked, lock_recipe_file, verify_pins
+from clo_recipes.share.runner import plan_for_run
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def stages(monkeypatch, tmp_path):
+    log = tmp_path / "calls.log"
+    use_share_stages(monkeypatch, log)
+    return log
+
+
+@pytest.fixture
+def recipe_file(tmp_path):
+    folder = tmp_path / "project"
+    return write_recipe(write_inputs(folder), folder)
+
+
+def fingerprints(plan):
+    return {stage.id: stage.fingerprint for stage in plan.stages}
+
+
+def test_lock_pins_local_model_and_data_by_content(recipe_file):
+    path, document = lock_recipe_file(recipe_file)
+    assert path == recipe_file.with_name("recipe.lock.yaml")
+    folder = recipe_file.parent
+    inputs = document["pins"]["inputs"]
+    assert inputs["data.source"] == {"kind": "file", "path": "./data.jsonl",
+                                     "sha256": sha256((folder / "data.jsonl").read_bytes())}
+    assert inputs["translation.memory_file"]["sha256"] == sha256((folder / "memory.jsonl").read_bytes())
+    # a folder: sha256 over "relative name\0file sha256\n", files sorted
+    expected = sha256("".join(f"{name}\0{sha256((folder / 'tiny-model' / name).read_bytes())}\n"
+                              for name in ("config.json", "sub/weights.bin")).encode())
+    assert inputs["model.base"] == {"kind": "folder", "path": "./tiny-model", "files": 2, "sha256": expected}
+    assert document["pins"]["versions"]["torch"] and document["pins"]["versions"]["clo-recipes"]
+    assert "bitsandbytes" not in document["pins"]["versions"]  # this recipe does not quantize
+    assert document["pins"]["hardware"]["precision"] == "fp32"
+    assert document["pins"]["samples"]["status"] == "not recorded"
+
+    written = yaml.safe_load(path.read_text())
+    assert written["recipe"]["data"]["source"] == "./data.jsonl"  # portable: relative to the lock
+    assert written["recipe"]["hardware"] == {"profile": "cpu"}  # as written; the profile fills the rest
+    assert written["recipe"]["method"]["beta"] == 0.1  # defaults are frozen into the lock
+    assert path.read_text().startswith("# Lock of recipe.yaml")
+
+
+def test_a_lock_runs_as_a_recipe_with_the_same_stage_fingerprints(recipe_file, stages):
+    original = plan_for_run(recipe_file)
+    path, _ = lock_recipe_file(recipe_file)
+    locked = plan_for_run(path)
+    assert fingerprints(locked) == fingerprints(original)
+    result = execute(locked)
+    assert result.ok and calls(stages)[:3] == ["source", "translate", "pairs"]
+
+
+def test_changed_input_makes_the_locked_run_refuse_with_a_diff(recipe_file, stages):
+    path, document = lock_recipe_file(recipe_file)
+    old_digest = document["pins"]["inputs"]["data.source"]["sha256"]
+    data = recipe_file.parent / "data.jsonl"
+    data.write_text(data.read_text().replace("Blue.", "Green."))
+    with pytest.raises(LockMismatch) as caught:
+        plan_for_run(path, ["train.learning_rate=2e-5"])
+    text = caught.value.render()
+    new_digest = sha256(data.read_bytes())
+    assert f"data.source: locked sha256 {old_digest[:12]} (data.jsonl), now sha256 {new_digest[:12]} (data.jsonl)" in text
+    assert "train.learning_rate: locked 8e-06, now 2e-05" in text
+    assert "(2 pinned items differ)" in text and "--relock" in text
+    assert calls(stages) == []  # nothing ran
+
+    # --relock: re-pin what is here now (sampled ids too: it runs the source stage) and go on
+    plan = plan_for_run(path, ["train.learning_rate=2e-5"], relock=True)
+    relocked = yaml.safe_load(path.read_text())
+    assert relocked["pins"]["inputs"]["data.source"]["sha256"] == new_digest
+    assert relocked["recipe"]["train"]["learning_rate"] == 2e-5
+    assert relocked["pins"]["samples"]["train"] == 6 and relocked["locked_from"] == "recipe.yaml"
+    assert calls(stages) == ["source"] and plan.stage("source").status == "done"
+    assert plan_for_run(path) is not None  # now it matches
+
+
+def test_versions_and_numeric_hardware_are_held_to_the_lock(recipe_file):
+    path, _ = lock_recipe_file(recipe_file)
+    document = yaml.safe_load(path.read_text())
+    document["pins"]["versions"]["torch"] = "0.0.1"
+    document["pins"]["hardware"]["precision"] = "bf16"
+    document["pins"]["hardware"]["micro_batch_size"] = 64
+    document["pins"]["python"] = "2.7.18"
+    path.write_text(yaml.safe_dump(document))
+    loaded, lock = load_locked(path)
+    from clo_recipes.recipe.resolve import resolve
+
+    differences = {d.field: d for d in verify_pins(resolve(loaded), lock)}
+    assert differences["versions.torch"].blocking and differences["versions.torch"].locked == "0.0.1"
+    assert differences["hardware.precision"].render() == "hardware.precision: locked bf16, now fp32"
+    assert differences["hardware.precision"].blocking
+    assert not differences["hardware.micro_batch_size"].blocking  # speed, not numerics
+    assert not differences["python"].blocking
+    assert set(differences) == {"versions.torch", "hardware.precision", "hardware.micro_batch_size", "python"}
+
+
+def test_sampled_ids_are_pinned_and_checked(recipe_file, stages):
+    path, document = lock_recipe_file(recipe_file, run_source=True)
+    samples = document["pins"]["samples"]
+    source_dir = next((recipe_file.parent / "runs" / "test").glob("source-*"))
+    ids = [line for name, split in (("samples.jsonl", "train"), ("eval_samples.jsonl", "eval"))
+           for line in (f"{split}\t{yaml.safe_load(row)['id']}\n" for row in (source_dir / name).read_text().splitlines())]
+    assert samples == {"ids_sha256": sha256("".join(ids).encode()), "train": 6, "eval": 4,
+                       "source_stage": source_dir.name}
+    plan_for_run(path)  # matches
+
+    document = yaml.safe_load(path.read_text())
+    document["pins"]["samples"]["ids_sha256"] = "0" * 64
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(LockMismatch, match=r"samples: locked ids sha256 000000000000 \(6 train\), now ids sha256"):
+        plan_for_run(path)
+
+
+def test_lock_file_errors_point_into_the_lock(recipe_file):
+    path, _ = lock_recipe_file(recipe_file)
+    text = path.read_text().replace("  name: test\n", "  name: test\n  nmae: typo\n")
+    path.write_text(text)
+    with pytest.raises(CloError) as caught:
+        load_locked(path)
+    line = text.splitlines().index("  nmae: typo") + 1
+    assert f"recipe.lock.yaml:{line}:3: nmae: unknown field 'nmae'" in caught.value.render()
+    assert "did you mean 'name'?" in caught.value.render()
+
+
+def fake_hub_cache(root, repo_folder, commit):
+    refs = root / repo_folder / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text(commit)
+
+
+def test_hub_references_pin_from_the_offline_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    fake_hub_cache(tmp_path / "hub", "models--tiny-org--tiny-llama", commit)
+    recipe = write_inputs(tmp_path / "p")
+    recipe["model"] = {"base": "tiny-org/tiny-llama"}
+    path, document = lock_recipe_file(write_recipe(recipe, tmp_path / "p"))
+    assert document["pins"]["inputs"]["model.base"] == {
+        "kind": "hub", "repo_type": "model", "id": "tiny-org/tiny-llama", "revision": commit, "source": "cache"}
+    assert yaml.safe_load(path.read_text())["recipe"]["model"]["revision"] == commit
+    # the locked run loads exactly that commit; asking for a branch instead is refused
+    loaded, lock = load_locked(path, ["model.revision=main"])
+    from clo_recipes.recipe.resolve import resolve
+
+    differences = verify_pins(resolve(loaded), lock)
+    assert [d.render() for d in differences] == [f"model.revision: locked '{commit}', now 'main'"]
+
+
+def test_an_unpinnable_hub_reference_names_the_field_and_the_ways_out(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    recipe = write_inputs(tmp_path / "p")
+    recipe["data"] = {"source": "some-org/some-dataset"}
+    with pytest.raises(CloError) as caught:
+        lock_recipe_file(write_recipe(recipe, tmp_path / "p"))
+    text = caught.value.render()
+    assert "cannot pin data.source = dataset 'some-org/some-dataset' at 'main'" in text
+    assert "HF_HUB_OFFLINE is set" in text and "not in the local Hugging Face cache" in text
+    assert "set data.revision to a 40-character commit hash" in text
