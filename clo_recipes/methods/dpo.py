@@ -1,0 +1,64 @@
+"""The DPO sigmoid preference loss (Rafailov et al., 2023) against a frozen reference.
+
+    loss = -log sigmoid(beta * [(log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_r|x) - log pi_ref(y_r|x))])
+
+Rewards are the implicit DPO rewards beta * (log pi - log pi_ref) of each response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PreferenceTerms:
+    """Per-pair results of the sigmoid loss (all `(pairs,)`)."""
+
+    losses: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    chosen_logps: torch.Tensor
+    rejected_logps: torch.Tensor
+
+    def loss(self, num_pairs: int | float | torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over pairs; `num_pairs` overrides the denominator (pairs of the whole step)."""
+        return self.losses.sum() / (self.losses.numel() if num_pairs is None else num_pairs)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """Reward accuracy, reward margin and mean chosen/rejected log-probs of these pairs."""
+        if self.losses.numel() == 0:
+            return {}
+        margins = (self.chosen_rewards - self.rejected_rewards).detach()
+        return {
+            f"{prefix}reward_accuracy": (margins > 0).float().mean().item(),
+            f"{prefix}reward_margin": margins.mean().item(),
+            f"{prefix}chosen_reward": self.chosen_rewards.detach().mean().item(),
+            f"{prefix}rejected_reward": self.rejected_rewards.detach().mean().item(),
+            f"{prefix}chosen_logps": self.chosen_logps.detach().mean().item(),
+            f"{prefix}rejected_logps": self.rejected_logps.detach().mean().item(),
+        }
+
+
+def sigmoid_preference(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+                       reference_chosen: torch.Tensor, reference_rejected: torch.Tensor,
+                       beta: float) -> PreferenceTerms:
+    """DPO sigmoid loss per pair from (summed or length-normalised) sequence log-probs."""
+    chosen_logratios = policy_chosen - reference_chosen.to(policy_chosen)
+    rejected_logratios = policy_rejected - reference_rejected.to(policy_rejected)
+    losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    return PreferenceTerms(
+        losses=losses,
+        chosen_rewards=beta * chosen_logratios.detach(),
+        rejected_rewards=beta * rejected_logratios.detach(),
+        chosen_logps=policy_chosen.detach(),
+        rejected_logps=policy_rejected.detach(),
+    )
+
+
+def concat_terms(parts: list[PreferenceTerms]) -> PreferenceTerms:
+    """Join the per-pair terms of several batches (for step-level metrics)."""
+    return PreferenceTerms(*(torch.cat([getattr(p, name).detach() for p in parts]) for name in
+                             ("losses", "chosen_rewards", "rejected_rewards", "chosen_logps", "rejected_logps")))
