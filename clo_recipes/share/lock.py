@@ -283,7 +283,7 @@ def _value_differences(lock: Lock, resolved: Resolved, pinned_fields: set[str]) 
     # here, so `--set model.revision=main` on a lock is refused even when `main` has not moved
     skip = set(pinned_fields) | {".".join(p) for p in _PATH_FIELDS}
     locked = _flatten({k: v for k, v in lock.recipe.items() if k != "hardware"})
-    now = _flatten({k: v for k, v in resolved.recipe.model_dump(mode="json").items() if k != "hardware"})
+    now = _flatten(redact({k: v for k, v in resolved.recipe.model_dump(mode="json").items() if k != "hardware"}))
     differences = []
     for key in sorted(set(locked) | set(now)):
         if key in skip or key.split(".")[0] in _UNPINNED_VALUES:
@@ -323,7 +323,7 @@ def verify_pins(resolved: Resolved, lock: Lock, plan: Plan | None = None) -> lis
     digests = DigestCache(cache_dir_for(resolved) / "file-digests.json")
     locked_inputs: dict[str, Any] = pins.get("inputs") or {}
     errors: dict[str, CloError] = {}
-    now_inputs = input_pins(resolved.recipe, digests, errors)
+    now_inputs = redact(input_pins(resolved.recipe, digests, errors))  # the lock holds masked values too
     digests.save()
 
     differences: list[Difference] = []
@@ -341,7 +341,7 @@ def verify_pins(resolved: Resolved, lock: Lock, plan: Plan | None = None) -> lis
         differences.append(Difference("python", pins["python"], python_version(), blocking=False))
     if plan is not None:
         differences += verify_samples(plan, lock)
-    return differences
+    return [Difference(d.field, redact(d.locked), redact(d.now), d.blocking) for d in differences]
 
 
 def verify_samples(plan: Plan, lock: Lock) -> list[Difference]:

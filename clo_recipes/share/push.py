@@ -65,6 +65,9 @@ def push_bundle(bundle: Path, repo_id: str, *, private: bool = False, commit_mes
         hint = {401: "the token in HF_TOKEN was refused", 403: "HF_TOKEN may lack write access to this namespace",
                 404: "check the repo id (namespace/name)"}.get(status, "see the hub's message above")
         raise CloError(f"pushing to {repo_id} failed (HTTP {status}): {detail}", hint=hint) from None
+    except ValueError as exc:  # e.g. the hub's metadata check of README.md
+        raise CloError(f"the hub refused the upload of {bundle}: {redact(str(exc))}",
+                       hint="if it names README.md's metadata, fix its front matter (or re-export) and push again") from None
     except Exception as exc:  # noqa: BLE001 - the client's transport errors (refused, DNS, TLS) vary by version
         raise CloError(f"cannot push to {api.endpoint}: {type(exc).__name__}: {redact(str(exc))}",
                        hint="check the network, HF_ENDPOINT and the repo id") from None
