@@ -27,7 +27,11 @@ class FilterSection(Section):
         default=0.5,
         gt=0,
         le=1,
-        description="Drop when the most repeated word n-gram covers more than this share of the text.",
+        description=(
+            "Drop when more than this share of the translation's words (characters for "
+            "unspaced scripts) sit in repeated 4-grams (8-grams) while the source's do not: "
+            "the looping output MT models produce when they hallucinate."
+        ),
     )
     drop_copies: bool = Field(
         default=True, description="Drop translations identical to their (non-trivial) source."
@@ -67,7 +71,15 @@ class TranslationSection(Section):
     concurrency: int = Field(default=8, ge=1, description="For `openai`: requests in flight.")
     timeout_s: float = Field(default=120.0, gt=0, description="For `openai`: per-request timeout.")
     max_retries: int = Field(default=5, ge=0, description="For `openai`: retries on 429/5xx with backoff.")
-    few_shot: bool = Field(default=False, description="For `hf-causal`: prepend two worked examples.")
+    num_beams: int = Field(default=1, ge=1, description="For `hf`: beam width (1 = greedy; 4-5 is slightly better and slower).")
+    few_shot: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "For `hf-causal` / `openai`: worked examples shown before each text, taken from the "
+            "first entries of `memory_file` (0 = none)."
+        ),
+    )
     filters: FilterSection = Field(default_factory=FilterSection, description="Quality filters.")
 
     @model_validator(mode="after")
@@ -78,6 +90,8 @@ class TranslationSection(Section):
             raise ValueError(f"translation.backend '{self.backend}' needs translation.model")
         if self.backend == "openai" and not (self.endpoint and self.model):
             raise ValueError("translation.backend 'openai' needs translation.endpoint and translation.model")
+        if self.few_shot and not self.memory_file:
+            raise ValueError("translation.few_shot takes its examples from translation.memory_file; set it")
         if self.filters.min_length_ratio >= self.filters.max_length_ratio:
             raise ValueError("translation.filters.min_length_ratio must be below max_length_ratio")
         return self
