@@ -225,27 +225,32 @@ def _launcher(the_plan, file: Path, overrides: list[str], no_launch: bool):
 
 # --------------------------------------------------------------------------- schema / init
 SCHEMA_PATH = Path("schemas/recipe.schema.json")
+REFERENCE_PATH = Path("docs/recipe-reference.md")
 
 
 @app.command()
 def schema(
     output: Path = typer.Option(SCHEMA_PATH, "--output", "-o", help="Where to write the JSON schema."),
-    check: bool = typer.Option(False, "--check", help="Exit 1 if the file is not up to date."),
+    reference: Path = typer.Option(REFERENCE_PATH, "--reference", help="Where to write the Markdown field reference."),
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the files are not up to date."),
 ) -> None:
-    """Write the recipe JSON schema (for editor completion via yaml-language-server)."""
-    from .recipe.json_schema import recipe_json_schema_text
+    """Write the recipe JSON schema (editor completion via yaml-language-server) and the
+    Markdown field reference, both generated from the pydantic models."""
+    from .recipe.json_schema import recipe_json_schema_text, recipe_reference_markdown
 
-    text = recipe_json_schema_text()
+    files = {output: recipe_json_schema_text(), reference: recipe_reference_markdown()}
     if check:
-        current = output.read_text(encoding="utf-8") if output.exists() else ""
-        if current != text:
-            err_console.print(f"[red]{output} is out of date[/]; run `clo-recipe schema`")
+        stale = [path for path, text in files.items()
+                 if (path.read_text(encoding="utf-8") if path.exists() else "") != text]
+        if stale:
+            err_console.print(f"[red]out of date: {', '.join(map(str, stale))}[/]; run `clo-recipe schema`")
             raise typer.Exit(1)
-        console.print(f"{output} is up to date")
+        console.print("schema and reference are up to date")
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
-    console.print(f"wrote {output}")
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        console.print(f"wrote {path}")
 
 
 @app.command()

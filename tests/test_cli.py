@@ -50,13 +50,16 @@ def test_plan_json_lists_stages_and_provenance(tmp_path):
 
 
 def test_schema_check_detects_staleness(tmp_path):
-    stale = tmp_path / "s.json"
+    stale, reference = tmp_path / "s.json", tmp_path / "ref.md"
     stale.write_text("{}")
-    result = cli("schema", "--check", "--output", str(stale))
+    args = ["--output", str(stale), "--reference", str(reference)]
+    result = cli("schema", "--check", *args)
     assert result.returncode == 1 and "out of date" in result.stderr
-    assert cli("schema", "--output", str(stale)).returncode == 0
-    assert cli("schema", "--check", "--output", str(stale)).returncode == 0
+    assert cli("schema", *args).returncode == 0
+    assert cli("schema", "--check", *args).returncode == 0
     assert json.loads(stale.read_text())["properties"]["method"]
+    text = reference.read_text()
+    assert "## `method`" in text and "| `beta` | float | `0.1` |" in text and "| `name` | str | **required** |" in text
 
 
 def test_help_lists_commands():

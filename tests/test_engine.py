@@ -164,10 +164,12 @@ def test_resolved_recipe_has_provenance_and_no_secrets(tmp_path, counting_stages
     assert doc["versions"]["clo-recipes"]
 
 
-def test_schema_file_is_in_sync():
+def test_schema_and_reference_are_in_sync():
     from conftest import REPO
 
-    from clo_recipes.recipe.json_schema import recipe_json_schema_text
+    from clo_recipes.recipe.json_schema import recipe_json_schema_text, recipe_reference_markdown
 
     committed = (REPO / "schemas" / "recipe.schema.json").read_text(encoding="utf-8")
     assert committed == recipe_json_schema_text(), "run `clo-recipe schema` and commit the result"
+    reference = (REPO / "docs" / "recipe-reference.md").read_text(encoding="utf-8")
+    assert reference == recipe_reference_markdown(), "run `clo-recipe schema` and commit the result"
