@@ -11,7 +11,8 @@ from share_stages import calls, use_share_stages, write_inputs
 from clo_recipes.engine.run import execute
 from clo_recipes.engine.testing import write_recipe
 from clo_recipes.errors import CloError
-from clo_recipes.share.lock import LockMismatch, load_locked, lock_recipe_file, verify_pins
+from clo_recipes.share.lock import LockMismatch, lock_recipe_file, verify_pins
+from clo_recipes.share.lockfile import load_locked
 from clo_recipes.share.runner import plan_for_run
 
 
@@ -179,3 +180,44 @@ def test_an_unpinnable_hub_reference_names_the_field_and_the_ways_out(tmp_path, 
     assert "cannot pin data.source = dataset 'some-org/some-dataset' at 'main'" in text
     assert "HF_HUB_OFFLINE is set" in text and "not in the local Hugging Face cache" in text
     assert "set data.revision to a 40-character commit hash" in text
+
+
+def test_hub_references_pin_from_the_hub_when_it_answers(tmp_path, monkeypatch):
+    """Online: the commit comes from the hub's model/dataset info (a stand-in on 127.0.0.1)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from huggingface_hub import constants
+
+    asked = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            asked.append(self.path)
+            body = json.dumps({"id": "tiny-org/tiny-llama", "sha": "f" * 40}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        recipe = write_inputs(tmp_path / "p")
+        recipe["model"] = {"base": "tiny-org/tiny-llama", "revision": "v1.0"}
+        _, document = lock_recipe_file(write_recipe(recipe, tmp_path / "p"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert document["pins"]["inputs"]["model.base"]["revision"] == "f" * 40
+    assert document["pins"]["inputs"]["model.base"]["source"] == "hub"
+    assert document["recipe"]["model"]["revision"] == "f" * 40
+    assert asked == ["/api/models/tiny-org/tiny-llama/revision/v1.0"]

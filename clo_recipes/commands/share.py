@@ -75,7 +75,8 @@ def _check(file: Path, overrides: list[str], profile: str | None, console) -> No
     from clo_recipes.engine.plan import make_plan
     from clo_recipes.errors import CloError
     from clo_recipes.recipe.resolve import resolve
-    from clo_recipes.share.lock import blocking, load_any, verify_pins
+    from clo_recipes.share.lock import blocking, verify_pins
+    from clo_recipes.share.lockfile import load_any
 
     loaded, the_lock = load_any(file, overrides)
     if the_lock is None:

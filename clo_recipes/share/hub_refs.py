@@ -45,7 +45,8 @@ def offline() -> bool:
 def _ask_hub(repo_type: str, repo_id: str, revision: str) -> str:
     from huggingface_hub import HfApi
 
-    api = HfApi(token=os.environ.get("HF_TOKEN") or False)  # never a token stored on disk
+    # HF_ENDPOINT read now (not at import) for mirrors; never a token stored on disk
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or False)
     info = api.dataset_info(repo_id, revision=revision) if repo_type == "dataset" else \
         api.model_info(repo_id, revision=revision)
     if not info.sha:

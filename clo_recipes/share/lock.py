@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,25 +33,15 @@ import yaml
 from .. import __version__
 from ..engine.fingerprint import DigestCache
 from ..engine.plan import Plan, cache_dir_for, make_plan
-from ..errors import CloError, Location, RecipeError
-from ..recipe.load import LoadedRecipe, _apply_override, load_recipe, parse_override, read_yaml, validate_raw
+from ..errors import CloError
 from ..recipe.resolve import _PATH_FIELDS, Resolved, resolve
 from ..secrets import redact
+from .lockfile import LOCK_VERSION, Lock, load_any, lock_path_for
 from .pins import (NUMERIC_HARDWARE, REVISION_FIELDS, hardware_pin, input_pins, python_version, sample_ids_digest,
                    sample_pin, version_pins)
 
-LOCK_VERSION = 1
-LOCK_SUFFIX = ".lock.yaml"
 # Recipe values that may differ without changing what a run computes.
 _UNPINNED_VALUES = ("name", "output_dir", "cache_dir")
-
-
-@dataclass
-class Lock:
-    path: Path
-    recipe: dict[str, Any]
-    pins: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,58 +64,9 @@ class LockMismatch(CloError):
         lines = "".join(f"\n  {d.render()}" for d in shown)
         super().__init__(
             f"this run does not match its lock {lock_path} ({len(shown)} pinned "
-            f"item{'s' if len(shown) != 1 else ''} differ):{lines}",
+            f"{'item differs' if len(shown) == 1 else 'items differ'}):{lines}",
             hint="restore the locked inputs/versions, or pass --relock to pin what is here now",
         )
-
-
-# --------------------------------------------------------------------------- reading
-def lock_path_for(recipe_path: Path) -> Path:
-    """`recipes/x.yaml` -> `recipes/x.lock.yaml` (a lock maps to itself)."""
-    if recipe_path.name.endswith(LOCK_SUFFIX):
-        return recipe_path
-    return recipe_path.with_name(recipe_path.name.rsplit(".", 1)[0] + LOCK_SUFFIX)
-
-
-def is_lock_file(path: Path) -> bool:
-    if path.name.endswith(LOCK_SUFFIX):
-        return True
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return any(line.startswith("lock_version:") for line in handle)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-def load_locked(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[LoadedRecipe, Lock]:
-    """The lock's `recipe:` as a validated `LoadedRecipe` (line numbers point into the lock
-    file; `--set` overrides apply as usual) and the lock itself."""
-    path = Path(path)
-    data, locations = read_yaml(path)
-    version = data.get("lock_version")
-    if version != LOCK_VERSION:
-        raise RecipeError(f"{path.name} is not a lock this clo-recipes reads (lock_version: {version!r})",
-                          location=locations.get(("lock_version",)) or Location(str(path)),
-                          hint=f"this version writes lock_version {LOCK_VERSION}; re-create it with `clo-recipe lock`")
-    if not isinstance(data.get("recipe"), dict) or not isinstance(data.get("pins"), dict):
-        raise RecipeError(f"{path.name} needs a `recipe:` and a `pins:` mapping", location=Location(str(path)))
-    recipe_locations = {key[1:]: where for key, where in locations.items() if key[:1] == ("recipe",) and len(key) > 1}
-    loaded = LoadedRecipe(path=path.resolve(), raw=copy.deepcopy(data["recipe"]), locations=recipe_locations)
-    for text in overrides:
-        field_path, value = parse_override(text)
-        _apply_override(loaded.raw, field_path, value)
-        loaded.overrides.add(field_path)
-    loaded.recipe = validate_raw(loaded)
-    meta = {k: v for k, v in data.items() if k not in ("recipe", "pins")}
-    return loaded, Lock(path.resolve(), data["recipe"], data["pins"], meta)
-
-
-def load_any(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[LoadedRecipe, Lock | None]:
-    """A recipe or a lock file; the lock (or None) comes along for `verify_pins`."""
-    path = Path(path)
-    if path.is_file() and is_lock_file(path):
-        return load_locked(path, overrides)
-    return load_recipe(path, list(overrides)), None
 
 
 # --------------------------------------------------------------------------- writing
@@ -133,8 +74,12 @@ def collect_pins(plan: Plan) -> dict[str, Any]:
     """Everything a lock pins for this plan's recipe (hub references are resolved here)."""
     recipe = plan.resolved.recipe
     digests = DigestCache(plan.cache_dir / "file-digests.json")
+    errors: dict[str, CloError] = {}
+    inputs = input_pins(recipe, digests, errors)
+    if errors:  # every reference that cannot be pinned, at once
+        raise CloError(problems=[problem for error in errors.values() for problem in error.problems])
     pins = {
-        "inputs": input_pins(recipe, digests),
+        "inputs": inputs,
         "samples": sample_pin(plan),
         "versions": version_pins(recipe),
         "hardware": hardware_pin(recipe),

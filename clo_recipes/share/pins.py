@@ -141,8 +141,8 @@ def sample_pin(plan) -> dict[str, Any]:
     stage = plan.stage("source")
     if stage.status != "done":
         return {"status": "not recorded",
-                "why": "the source stage of this recipe has not run yet; lock again after "
-                       "`clo-recipe run <recipe> --only source` (or use `clo-recipe lock --run-source`)"}
+                "why": f"the source stage has not run: `clo-recipe lock {plan.resolved.source.path.name} --run-source` "
+                       "pins the sampled ids too"}
     directory = plan.stage_dir(stage)
     found = sample_ids_digest(directory)
     if found is None:

@@ -19,7 +19,8 @@ from pathlib import Path
 from ..engine.plan import Plan, make_plan
 from ..recipe.resolve import resolve
 from .bundle import DATA_KINDS, SeedOutcome, seed_from_bundle
-from .lock import Difference, Lock, LockMismatch, blocking, load_any, lock_plan, verify_pins, verify_samples
+from .lock import Difference, LockMismatch, blocking, lock_plan, verify_pins, verify_samples
+from .lockfile import Lock, load_any
 
 
 def _print(console, text: str) -> None:
