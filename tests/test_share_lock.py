@@ -68,6 +68,25 @@ def test_a_lock_runs_as_a_recipe_with_the_same_stage_fingerprints(recipe_file, s
     assert fingerprints(locked) == fingerprints(original)
     result = execute(locked)
     assert result.ok and calls(stages)[:3] == ["source", "translate", "pairs"]
+    # locking a lock re-pins it in place (now with the sampled ids of the finished source stage)
+    again, document = lock_recipe_file(path)
+    assert again == path and document["locked_from"] == "recipe.yaml" and document["pins"]["samples"]["train"] == 6
+
+
+def test_lock_check_command_lists_differences_and_fails(recipe_file):
+    from typer.testing import CliRunner
+
+    from clo_recipes.cli import app
+
+    path, _ = lock_recipe_file(recipe_file)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["lock", str(path), "--check"])
+    assert ok.exit_code == 0 and "everything pinned" in ok.output
+    (recipe_file.parent / "memory.jsonl").write_text('{"en": "Hi", "es": "Buenas"}\n')
+    bad = runner.invoke(app, ["lock", str(path), "--check", "--set", "hardware.micro_batch_size=1"])
+    assert bad.exit_code == 1
+    assert "✗ translation.memory_file: locked sha256" in bad.output
+    assert "note hardware.micro_batch_size: locked 4, now 1" in bad.output
 
 
 def test_changed_input_makes_the_locked_run_refuse_with_a_diff(recipe_file, stages):
