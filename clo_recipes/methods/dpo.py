@@ -27,19 +27,30 @@ class PreferenceTerms:
         """Mean over pairs; `num_pairs` overrides the denominator (pairs of the whole step)."""
         return self.losses.sum() / (self.losses.numel() if num_pairs is None else num_pairs)
 
-    def metrics(self, prefix: str) -> dict[str, float]:
-        """Reward accuracy, reward margin and mean chosen/rejected log-probs of these pairs."""
-        if self.losses.numel() == 0:
-            return {}
+    def metric_sums(self, prefix: str) -> dict[str, float]:
+        """Sums over pairs (plus `{prefix}pairs`), so batches and processes add up before averaging."""
         margins = (self.chosen_rewards - self.rejected_rewards).detach()
         return {
-            f"{prefix}reward_accuracy": (margins > 0).float().mean().item(),
-            f"{prefix}reward_margin": margins.mean().item(),
-            f"{prefix}chosen_reward": self.chosen_rewards.detach().mean().item(),
-            f"{prefix}rejected_reward": self.rejected_rewards.detach().mean().item(),
-            f"{prefix}chosen_logps": self.chosen_logps.detach().mean().item(),
-            f"{prefix}rejected_logps": self.rejected_logps.detach().mean().item(),
+            f"{prefix}pairs": float(margins.numel()),
+            f"{prefix}reward_accuracy": (margins > 0).float().sum().item(),
+            f"{prefix}reward_margin": margins.sum().item(),
+            f"{prefix}chosen_reward": self.chosen_rewards.detach().sum().item(),
+            f"{prefix}rejected_reward": self.rejected_rewards.detach().sum().item(),
+            f"{prefix}chosen_logps": self.chosen_logps.detach().sum().item(),
+            f"{prefix}rejected_logps": self.rejected_logps.detach().sum().item(),
         }
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """Reward accuracy, reward margin, rewards and chosen/rejected log-probs, averaged over pairs."""
+        return average_metric_sums(self.metric_sums(prefix), prefix)
+
+
+def average_metric_sums(sums: dict[str, float], prefix: str) -> dict[str, float]:
+    """Turn `metric_sums` (possibly added over batches) into means over pairs."""
+    pairs = sums.get(f"{prefix}pairs", 0.0)
+    if not pairs:
+        return {}
+    return {key: value / pairs for key, value in sums.items() if key != f"{prefix}pairs"}
 
 
 def sigmoid_preference(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,

@@ -1,0 +1,55 @@
+"""Stage `reference` (arm clo): the frozen starting model's log-probs for every training pair.
+
+Computed once, before training, in a no-grad pass over length-sorted batches, with the same
+precision, attention kernel and quantization as training (with LoRA/QLoRA the reference is
+the base model, i.e. the policy with its adapters disabled). Writes `reference.jsonl`
+(format: `clo_recipes.training.reference`) and `chat_check.json`; the train stage reads the
+former and so holds no second model.
+"""
+
+from __future__ import annotations
+
+import time
+
+from clo_recipes.engine.context import StageContext, read_jsonl
+
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def run(ctx: StageContext) -> dict:
+    import json
+
+    from accelerate import Accelerator
+
+    from clo_recipes.training.chat import ChatRenderer
+    from clo_recipes.training.data import PREFERENCE_SEQUENCES, build_examples
+    from clo_recipes.training.loading import load_model, load_tokenizer
+    from clo_recipes.training.reference import REFERENCE_FILE, compute_reference, write_reference
+
+    recipe = ctx.recipe
+    hardware = recipe.hardware
+    rows = list(read_jsonl(ctx.input("pairs") / "train.jsonl"))
+    tokenizer = load_tokenizer(recipe.model)
+    renderer = ChatRenderer(tokenizer)
+    check = renderer.check(rows[0]["x_l"], rows[0]["y_l"]) if rows else None
+    example_set = build_examples(rows, renderer, PREFERENCE_SEQUENCES, recipe.train.max_length)
+    quantization = hardware.quantization or ("nf4" if recipe.adapter.kind == "qlora" else "none")
+    accelerator = Accelerator(mixed_precision=MIXED_PRECISION[hardware.precision or "fp32"])
+    model = load_model(recipe.model, precision=hardware.precision, attention=hardware.attention,
+                       quantization=quantization, for_training=True)
+    if quantization == "none":
+        model = model.to(accelerator.device)
+    started = time.perf_counter()
+    logps = compute_reference(model, example_set.examples, PREFERENCE_SEQUENCES, pad_id=tokenizer.pad_token_id,
+                              device=accelerator.device, autocast=accelerator.autocast)
+    seconds = time.perf_counter() - started
+    if accelerator.is_main_process:
+        write_reference(ctx.work_dir / REFERENCE_FILE, example_set.examples, logps)
+        (ctx.work_dir / "chat_check.json").write_text(json.dumps(check, indent=1, ensure_ascii=False))
+    means = {name: sum(v[name] for v in logps.values()) / len(logps) for name in PREFERENCE_SEQUENCES}
+    return {
+        "samples": len(example_set.examples),
+        "dropped_too_long": example_set.dropped_too_long,
+        "mean_logps": {name: round(value, 4) for name, value in means.items()},
+        "seconds": round(seconds, 2),
+    }

@@ -1,0 +1,34 @@
+"""Stage `train`: one method arm (clo, sft or sft+dpo) on the pairs stage's quadruples.
+
+Writes `model/` (full weights or a LoRA adapter, safetensors, plus the tokenizer; loadable
+with plain transformers/peft), `merged/` for LoRA with `train.merge`, `metrics.jsonl` (one
+line per logged step), `chat_check.json` (the first sample as rendered for training) and,
+for sft+dpo, `reference-dpo.jsonl`. Checkpoints live in `checkpoints/` while it runs: the
+engine re-runs an unfinished stage in the same folder, which resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+from clo_recipes.engine.context import StageContext, read_jsonl
+
+
+def run(ctx: StageContext) -> dict:
+    from clo_recipes.training.loop import TrainJob, run_training
+    from clo_recipes.training.reference import REFERENCE_FILE
+
+    recipe = ctx.recipe
+    job = TrainJob(
+        arm=ctx.arm,
+        model=recipe.model,
+        method=recipe.method,
+        adapter=recipe.adapter,
+        train=recipe.train,
+        hardware=recipe.hardware,
+        rows=list(read_jsonl(ctx.input("pairs") / "train.jsonl")),
+        work_dir=ctx.work_dir,
+        identity={"stage": ctx.stage_id, "recipe": recipe.values(), "inputs": sorted(p.name for p in ctx.inputs.values())},
+        reference_file=ctx.input("reference") / REFERENCE_FILE if ctx.arm == "clo" else None,
+        project=ctx.run_dir.name,
+        show_progress=not ctx.options.get("quiet", False),
+    )
+    return run_training(job)

@@ -1,0 +1,111 @@
+"""Frozen reference log-probs, computed once in a no-grad pass and stored next to the run.
+
+File format (`reference.jsonl`, one line per kept sample):
+
+    {"id": "...", "logps": {"en_en": -41.2, "en_l": -97.0, "l_l": -60.3, "l_en": -55.1},
+     "tokens": {"en_en": 23, "en_l": 51, "l_l": 49, "l_en": 22}}
+
+`logps` are summed answer-token log-probs of the starting model (fp32 JSON floats, exact
+round trip); `tokens` are the answer lengths, which training checks against its own
+tokenization so a changed tokenizer or chat template cannot silently pair wrong numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import CloError
+from .batch import collate, forward_logps
+from .data import Example
+
+REFERENCE_FILE = "reference.jsonl"
+
+
+def token_budget(vocab_size: int) -> int:
+    """Tokens per no-grad batch: bounded so the fp32 logits of kept positions stay near 1.5 GB."""
+    return max(512, min(16384, int(1.5e9 / (4 * max(vocab_size, 1)))))
+
+
+def reference_batches(examples: list[Example], names: tuple[str, ...], budget: int) -> list[list[Example]]:
+    """Longest first (an out-of-memory error shows up at once), as many as fit `budget` padded tokens."""
+    ordered = sorted(examples, key=lambda e: -e.length)
+    batches: list[list[Example]] = []
+    for example in ordered:
+        if batches and (len(batches[-1]) + 1) * len(names) * batches[-1][0].length <= budget:
+            batches[-1].append(example)
+        else:
+            batches.append([example])
+    return batches
+
+
+def compute_reference(model: Any, examples: list[Example], names: tuple[str, ...], *, pad_id: int, device: Any,
+                      autocast: Callable[[], Any] = nullcontext, progress: Any = None) -> dict[str, dict[str, float]]:
+    """{example id: {name: summed answer log-prob}} under `model` in eval mode, without gradients.
+
+    In a multi-process launch every rank scores a share and all ranks receive the whole result.
+    """
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    budget = token_budget(model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config")
+                          else model.config.vocab_size)
+    batches = reference_batches(examples, names, budget)[state.process_index::state.num_processes]
+    was_training = model.training
+    model.eval()
+    found: dict[str, dict[str, float]] = {}
+    with torch.no_grad():
+        for batch_examples in batches:
+            batch = collate(batch_examples, names, pad_id).to(device)
+            with autocast():
+                logps = forward_logps(model, batch)
+            for name in names:
+                for example, value in zip(batch_examples, logps[name].sum.float().tolist()):
+                    found.setdefault(example.id, {})[name] = value
+            if progress is not None:
+                progress.update(len(batch_examples))
+    model.train(was_training)
+    if state.num_processes > 1:
+        merged: dict[str, dict[str, float]] = {}
+        for part in gather_object([found]):
+            merged.update(part)
+        found = merged
+    return found
+
+
+def write_reference(path: Path, examples: list[Example], logps: dict[str, dict[str, float]]) -> int:
+    with open(path, "w", encoding="utf-8") as handle:
+        for example in examples:
+            row = {"id": example.id, "logps": logps[example.id],
+                   "tokens": {name: seq.answer_length for name, seq in example.sequences.items()}}
+            handle.write(json.dumps(row) + "\n")
+    return len(examples)
+
+
+def attach_reference(examples: list[Example], path: Path) -> None:
+    """Fill `example.reference` from a stored file; every example must be there, token counts equal."""
+    if not path.is_file():
+        raise CloError(f"reference log-probs not found: {path}", hint="re-run the reference stage")
+    stored = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                stored[row["id"]] = row
+    for example in examples:
+        row = stored.get(example.id)
+        if row is None:
+            raise CloError(f"sample {example.id!r} has no reference log-probs in {path}",
+                           hint="the reference stage saw different data or train.max_length; re-run it")
+        for name, rendered in example.sequences.items():
+            if row["tokens"].get(name) != rendered.answer_length:
+                raise CloError(
+                    f"sample {example.id!r}: the reference was computed on {row['tokens'].get(name)} answer tokens "
+                    f"for {name}, training sees {rendered.answer_length}",
+                    hint="the tokenizer or chat template changed since the reference stage; re-run it",
+                )
+        example.reference = dict(row["logps"])
