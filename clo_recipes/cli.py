@@ -51,12 +51,12 @@ def validate(
     overrides: Optional[List[str]] = SetOption,
 ) -> None:
     """Check recipes statically (schema, values, references); exit 1 if any is invalid."""
-    from .recipe.load import load_recipe
+    from .share.lockfile import load_any
 
     failed = 0
     for file in files:
         try:
-            loaded = load_recipe(file, overrides or [])
+            loaded, _ = load_any(file, overrides or [])
         except CloError as exc:
             failed += 1
             err_console.print(f"[bold red]✗ {file}[/]")
@@ -72,10 +72,10 @@ def validate(
 # --------------------------------------------------------------------------- plan
 def _load_plan(file: Path, overrides: list[str], profile: str | None = None):
     from .engine.plan import make_plan
-    from .recipe.load import load_recipe
     from .recipe.resolve import resolve
+    from .share.lockfile import load_any  # a recipe or a lock file
 
-    return make_plan(resolve(load_recipe(file, overrides), profile_override=profile))
+    return make_plan(resolve(load_any(file, overrides)[0], profile_override=profile))
 
 
 def _memory_estimate(plan):
@@ -187,11 +187,15 @@ def run(
     force: bool = typer.Option(False, "--force", help="Redo selected stages even if done; run even if memory says no."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Use this hardware profile instead."),
     no_launch: bool = typer.Option(False, "--no-launch", hidden=True, help="Already inside a multi-GPU launcher."),
+    relock: bool = typer.Option(False, "--relock", help="FILE is a lock whose pins differ: re-pin it to what is here now, then run."),
+    from_bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Reuse the data stages of a bundle from `clo-recipe export`."),
 ) -> None:
     """Run the recipe's stages in order; finished stages are skipped, interrupted ones resume."""
     from .engine.run import execute, select_stages
+    from .share.runner import plan_for_run
 
-    the_plan = _load_plan(file, overrides or [], profile)
+    the_plan = plan_for_run(file, overrides or [], profile=profile, relock=relock, from_bundle=from_bundle,
+                            dry_run=dry_run, console=console)
     estimate = _memory_estimate(the_plan)
     launcher = _launcher(the_plan, file, overrides or [], no_launch)
     if dry_run:

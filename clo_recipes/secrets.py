@@ -39,3 +39,30 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(redact(v, secrets) for v in obj)
     return obj
+
+
+TEXT_SUFFIXES = {".json", ".jsonl", ".md", ".yaml", ".yml", ".txt", ".csv", ".log", ".html"}
+
+
+def redact_files(folder, secrets: list[str] | None = None) -> list[str]:
+    """Mask secret values in every text file under `folder` (a stage's outputs, before the
+    stage is marked finished); returns the files that needed it. A stage that echoes a
+    setting into a report cannot leak a token this way."""
+    from pathlib import Path
+
+    secrets = secret_values() if secrets is None else secrets
+    if not secrets:
+        return []
+    changed = []
+    for path in Path(folder).rglob("*"):
+        if not path.is_file() or path.suffix.lower() not in TEXT_SUFFIXES:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        masked = redact(text, secrets)
+        if masked != text:
+            path.write_text(masked, encoding="utf-8")
+            changed.append(str(path.relative_to(folder)))
+    return changed

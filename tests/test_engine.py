@@ -147,6 +147,7 @@ def test_run_dir_is_locked(tmp_path, counting_stages):
 def test_resolved_recipe_has_provenance_and_no_secrets(tmp_path, counting_stages, monkeypatch):
     secret = "hf_SuperSecretToken123"
     monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.setenv("COUNTING_STAGE_ECHO", secret)
     plan = plan_for(tmp_path, {"method": {"name": "sft"}, "eval": {"judge": {"model": secret}}},
                     overrides=["train.epochs=3"])
     execute(plan)
@@ -154,6 +155,19 @@ def test_resolved_recipe_has_provenance_and_no_secrets(tmp_path, counting_stages
     assert secret not in text and "***" in text
     for path in plan.run_dir.rglob("*.json"):
         assert secret not in path.read_text()
+    # a stage output that echoes a secret is masked before the stage is marked finished
+    echoed = json.loads((plan.stage_dir(plan.stage("report")) / "out.json").read_text())
+    assert echoed["echo"] == "***"
+    assert json.loads((plan.stage_dir(plan.stage("report")) / "manifest.json").read_text())[
+        "secrets_masked_in"] == ["out.json"]
+    from clo_recipes.secrets import redact_files
+
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    (leaky / "report.json").write_text(json.dumps({"judge_model": secret}))
+    (leaky / "weights.bin").write_bytes(secret.encode())
+    assert redact_files(leaky) == ["report.json"]
+    assert secret not in (leaky / "report.json").read_text()
     import yaml
 
     doc = yaml.safe_load(text)

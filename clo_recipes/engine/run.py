@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import CloError
 from ..recipe.load import load_recipe
 from ..recipe.resolve import Resolved, resolve
-from ..secrets import redact
+from ..secrets import redact, redact_files
 from .context import StageContext
 from .plan import Plan, PlannedStage, make_plan
 from .store import write_json_atomic, write_text_atomic
@@ -124,6 +124,7 @@ def _run_stage(plan: Plan, stage: PlannedStage, options: dict[str, Any], console
     seconds = time.time() - started
     if _rank() != 0:  # in a multi-process launch only rank 0 finishes the stage folder
         return StageOutcome(stage.id, "ran", seconds, work_dir, outputs, resumed)
+    masked = redact_files(work_dir)
     manifest = redact({
         "stage": stage.id,
         "kind": stage.kind,
@@ -137,6 +138,7 @@ def _run_stage(plan: Plan, stage: PlannedStage, options: dict[str, Any], console
         "seconds": round(seconds, 3),
         "resumed": resumed,
         "versions": package_versions(),
+        "secrets_masked_in": masked,
     })
     final = store.finish(stage.id, stage.fingerprint, manifest)
     stage.status = "done"

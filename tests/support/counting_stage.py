@@ -16,5 +16,6 @@ def run(ctx):
     if os.environ.get("COUNTING_STAGE_FAIL") == ctx.stage_id:
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-stage
     upstream = {dep: (path / "out.json").read_text() for dep, path in ctx.inputs.items()}
-    (ctx.work_dir / "out.json").write_text(json.dumps({"stage": ctx.stage_id, "upstream": upstream}))
+    echo = os.environ.get("COUNTING_STAGE_ECHO")  # a stage that carelessly echoes a setting
+    (ctx.work_dir / "out.json").write_text(json.dumps({"stage": ctx.stage_id, "upstream": upstream, "echo": echo}))
     return {"resumed_from": resumed_from}
