@@ -1,0 +1,45 @@
+"""One meaning for "batch size": the recipe states the global batch (samples per optimizer
+step, across all GPUs); the hardware profile states how many samples one GPU takes per
+forward pass; gradient accumulation makes up the rest."""
+
+from __future__ import annotations
+
+from ..errors import CloError
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def derive_batch(global_batch_size: int, micro_batch_size: int, world_size: int) -> tuple[int, int]:
+    """(micro batch per GPU, gradient accumulation steps) so that
+    micro * accumulation * world_size == global_batch_size exactly."""
+    if min(global_batch_size, micro_batch_size, world_size) < 1:
+        raise ValueError("batch sizes and world size must be positive")
+    per_step = micro_batch_size * world_size
+    if global_batch_size % per_step == 0:
+        return micro_batch_size, global_batch_size // per_step
+    raise CloError(
+        f"train.global_batch_size={global_batch_size} is not a multiple of "
+        f"micro_batch_size × GPUs = {micro_batch_size} × {world_size} = {per_step}",
+        hint=_suggestion(global_batch_size, micro_batch_size, world_size),
+    )
+
+
+def _suggestion(global_batch_size: int, micro_batch_size: int, world_size: int) -> str:
+    per_step = micro_batch_size * world_size
+    lower = global_batch_size // per_step * per_step
+    options = [f"train.global_batch_size: {n}" for n in dict.fromkeys((lower, lower + per_step)) if n > 0]
+    if global_batch_size % world_size == 0:
+        # the largest micro batch not above the profile's that divides the per-GPU share
+        share = global_batch_size // world_size
+        micro = max(d for d in _divisors(share) if d <= micro_batch_size)
+        options.append(f"hardware.micro_batch_size: {micro}")
+    return "set " + " or ".join(options)
+
+
+def check_batch(recipe) -> None:
+    """The resolved recipe's batch split, raised as a CloError at plan time (not hours later)."""
+    hardware = recipe.hardware
+    world_size = max(1, hardware.num_gpus or 1) * (hardware.num_machines or 1)
+    derive_batch(recipe.train.global_batch_size, hardware.micro_batch_size or 1, world_size)
