@@ -323,3 +323,17 @@ def test_a_failed_sweep_point_is_reported_and_the_rest_still_plotted(tmp_path):
     assert rows[0][-2] == "failed: translation model not installed"
     written = write_sweep(points, parse_grid(["data.samples=800"]), "fidelity", tmp_path / "s", title="t")
     assert [p.name for p in written] == ["sweep.json", "sweep.md"]  # nothing to plot
+
+
+def test_sweep_checks_every_grid_point_before_running_any(tmp_path):
+    from conftest import REPO
+
+    for grid, message in ((["--grid", "data.sampels=1,2"], "did you mean 'samples'?"),
+                          (["--grid", "method=clo,sfd"], "method.name: Input should be 'clo', 'sft' or 'sft+dpo'"),
+                          (["--grid", "method=clo", "--metric", "wins"], "unknown sweep metric 'wins'")):
+        shown = subprocess.run([sys.executable, "-m", "clo_recipes", "sweep", str(REPO / "recipes" / "demo_cpu.yaml"),
+                                *grid, "--out", str(tmp_path / "out")],
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert shown.returncode == 2, shown.stderr
+        assert message in shown.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()  # nothing ran

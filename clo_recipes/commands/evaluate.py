@@ -72,12 +72,17 @@ def sweep(
     from rich.console import Console
     from rich.table import Table
 
-    from clo_recipes.evaluation.sweep import choose_metric, parse_grid, run_sweep, sweep_table_rows, write_sweep
+    from clo_recipes.evaluation.sweep import (
+        choose_metric, expand_grid, parse_grid, point_overrides, run_sweep, sweep_table_rows, write_sweep)
     from clo_recipes.recipe.load import load_recipe
 
     console = Console()
     axes = parse_grid(grid)
     recipe = load_recipe(file, overrides or []).recipe
+    for point in expand_grid(axes):  # a misspelt field or value fails now, not after hours of runs
+        load_recipe(file, point_overrides(recipe.name, point, overrides or []))
+    if metric is not None:
+        choose_metric([], metric)
     points = run_sweep(file, axes, base_name=recipe.name, extra=overrides or [], console=console)
     chosen = choose_metric(points, metric)
     header, rows = sweep_table_rows(points, chosen)

@@ -112,6 +112,8 @@ def run_sweep(recipe: Path, axes: list[tuple[str, list[str]]], *, base_name: str
 def choose_metric(points: list[SweepPoint], wanted: str | None) -> str:
     """The requested metric, else the judge win rate when every point has it, else fidelity."""
     if wanted:
+        if wanted not in METRIC_LABELS:
+            raise CloError(f"unknown sweep metric '{wanted}'", hint=f"choose one of {', '.join(METRIC_LABELS)}")
         return wanted
     measured = [p for p in points if p.metrics]
     if measured and all("win" in p.metrics for p in measured):
