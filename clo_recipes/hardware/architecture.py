@@ -14,6 +14,8 @@ from typing import Any
 _PLAIN_MLP = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "starcoder2", "gpt_bigcode"}
 # Families with biases on the q/k/v projections.
 _QKV_BIAS = {"qwen2", "qwen2_moe"}
+# Families that RMS-normalise queries and keys per head.
+_QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Architecture:
     experts: int = 0  # MoE: experts per layer (0: dense)
     expert_intermediate: int = 0
     active_experts: int = 0  # MoE: experts each token is routed to
+    qk_norm: bool = False
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "Architecture":
@@ -60,6 +63,7 @@ class Architecture:
             expert_intermediate=int(config.get("moe_intermediate_size") or config.get("intermediate_size") or 0)
             if experts else 0,
             active_experts=int(config.get("num_experts_per_tok") or 2) if experts else 0,
+            qk_norm=model_type in _QK_NORM,
         )
 
     # ------------------------------------------------------------------ shapes
@@ -119,7 +123,7 @@ class Architecture:
 
     @property
     def norm_params(self) -> int:
-        return (2 * self.layers + 1) * self.hidden
+        return (2 * self.layers + 1) * self.hidden + (2 * self.head_dim * self.layers if self.qk_norm else 0)
 
     @property
     def total_params(self) -> int:
@@ -127,7 +131,8 @@ class Architecture:
 
     @property
     def layer_params(self) -> int:
-        return self.attention_params_per_layer + self.mlp_params_per_layer + 2 * self.hidden
+        return self.attention_params_per_layer + self.mlp_params_per_layer + 2 * self.hidden + (
+            2 * self.head_dim if self.qk_norm else 0)
 
     def lora_params(self, modules: list[str], rank: int) -> int:
         shapes = {**self.attention_linears(), **self.mlp_linears()}
