@@ -28,9 +28,9 @@ class FilterSection(Section):
         gt=0,
         le=1,
         description=(
-            "Drop when more than this share of the translation's words (characters for "
-            "unspaced scripts) sit in repeated 4-grams (8-grams) while the source's do not: "
-            "the looping output MT models produce when they hallucinate."
+            "Drop when more than this share of the translation's words sit in repeated word "
+            "6-grams (character 15-grams for unspaced scripts) while the source's do not: the "
+            "looping output MT models produce when they hallucinate."
         ),
     )
     drop_copies: bool = Field(
