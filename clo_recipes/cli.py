@@ -165,16 +165,15 @@ def _summary(result) -> Table:
     return table
 
 
-def _print_report(run_dir: Path) -> None:
-    reports = sorted(run_dir.glob("report-*/report.json"))
-    if not reports:
+def _print_report(result) -> None:
+    """The evaluation summary of this run's report stage (the one this plan names)."""
+    report = next((o.directory for o in result.outcomes if o.id == "report" and o.directory), None)
+    if report is None or not (report / "report.json").exists():
         return
-    try:
-        from .evaluation.summary import summary_table
-    except ImportError:
-        return
-    console.print(summary_table(json.loads(reports[-1].read_text(encoding="utf-8"))))
-    console.print(f"Report: {reports[-1].parent / 'report.md'}")
+    from .evaluation.summary import summary_table
+
+    console.print(summary_table(json.loads((report / "report.json").read_text(encoding="utf-8"))))
+    console.print(f"Report: {report / 'report.md'}")
 
 
 @app.command()
@@ -213,7 +212,7 @@ def run(
     result = execute(the_plan, only=only, from_stage=from_stage, force=force, console=console,
                      launcher=launcher)
     console.print(_summary(result))
-    _print_report(result.run_dir)
+    _print_report(result)
 
 
 def _launcher(the_plan, file: Path, overrides: list[str], no_launch: bool):

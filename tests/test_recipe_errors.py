@@ -146,3 +146,10 @@ def test_every_shipped_recipe_validates():
         assert text[0].startswith("# yaml-language-server: $schema="), recipe
         assert any(line.startswith("# Run: ") and line.endswith(f"clo-recipe run recipes/{recipe.name}")
                    for line in text[:4]), recipe
+
+
+def test_cross_field_errors_point_at_the_field(tmp_path):
+    path = write(tmp_path, GOOD.replace("{backend: memory, memory_file: memory.jsonl}", "\n  backend: memory"))
+    assert_clean_failure(cli("validate", str(path)), "recipe.yaml:6:3: translation.backend: 'memory' needs translation.memory_file")
+    path = write(tmp_path, GOOD + "eval:\n  suites: [judge]\n  judge: {baseline: sft}\n")
+    assert_clean_failure(cli("validate", str(path)), "recipe.yaml:8:11: eval.judge.baseline: 'sft' is not trained by this recipe")

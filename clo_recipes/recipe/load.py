@@ -211,13 +211,27 @@ def _model_at(path: FieldPath) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+def _path_named_in(message: str, under: FieldPath) -> FieldPath | None:
+    """Cross-field checks name their field first ("translation.memory_file is needed ..."):
+    point the error at that field's line rather than at its section."""
+    first = message.split(" ", 1)[0].strip("'`:,")
+    parts = tuple(first.split("."))
+    if len(parts) > 1 and parts[: len(under)] == under and _model_at(parts) is not None:
+        owner = _model_at(parts)
+        if parts[-1] in owner.model_fields:
+            return parts
+    return None
+
+
 def _problem_from(error: dict, loaded: LoadedRecipe) -> Problem:
     path = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error" and (named := _path_named_in(message, path)):
+        path, message = named, message.split(" ", 1)[1]
     location = loaded.location(path)
     if path in loaded.overrides or any(path[: n] in loaded.overrides for n in range(1, len(path))):
         location = Location("--set", None, None, ".".join(map(str, path)))
     kind = error["type"]
-    message = error["msg"].removeprefix("Value error, ")
     hint = None
     if kind == "extra_forbidden":
         owner = _model_at(path)

@@ -89,18 +89,30 @@ def _looks_like_path(value: str) -> bool:
         ".jsonl", ".json", ".parquet", ".csv", ".tmx", ".gguf", ".jinja", ".yaml", ".yml", ".tsv"}
 
 
+# List fields whose items may be local files (`eval.mc_sets: [builtin, my_set.jsonl]`).
+_PATH_LIST_FIELDS: tuple[FieldPath, ...] = (("eval", "mc_sets"),)
+
+
+def _absolute(value: Any, path: FieldPath, loaded: LoadedRecipe) -> Any:
+    if not isinstance(value, str) or "\n" in value or not _looks_like_path(value):
+        return value
+    where = loaded.locations.get(path) or loaded.locations.get(path[:-1])
+    overridden = any(path[:n] in loaded.overrides for n in range(1, len(path) + 1))
+    base = Path.cwd() if overridden or where is None else Path(where.file).parent
+    return str((base / Path(value).expanduser()).resolve())
+
+
 def _absolutize(raw: dict, loaded: LoadedRecipe) -> None:
     """Relative paths are relative to the file that wrote them (an `extends` parent's paths
     stay relative to the parent); `--set` paths to the working directory."""
     for path in _PATH_FIELDS:
         value = _get(raw, path)
-        if not isinstance(value, str) or "\n" in value or not _looks_like_path(value):
-            continue
-        if path in loaded.overrides or not loaded.locations.get(path):
-            base = Path.cwd()
-        else:
-            base = Path(loaded.locations[path].file).parent
-        _set(raw, path, str((base / Path(value).expanduser()).resolve()))
+        if value is not None:
+            _set(raw, path, _absolute(value, path, loaded))
+    for path in _PATH_LIST_FIELDS:
+        items = _get(raw, path)
+        if isinstance(items, list):
+            _set(raw, path, [_absolute(item, path + (index,), loaded) for index, item in enumerate(items)])
 
 
 def _flatten(data: Any, prefix: FieldPath = ()) -> dict[FieldPath, Any]:

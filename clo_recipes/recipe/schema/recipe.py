@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .adapter import AdapterSection
 from .base import Section
@@ -56,3 +56,15 @@ class Recipe(Section):
         if not _NAME.match(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only (it names a folder)")
         return value
+
+    @model_validator(mode="after")
+    def _judge_baseline_exists(self) -> "Recipe":
+        judge = self.eval.judge
+        arms = {"base", self.method.name, *self.method.baselines}
+        looks_like_run_dir = "/" in judge.baseline or judge.baseline.startswith(".")
+        if "judge" in self.eval.suites and judge.baseline not in arms and not looks_like_run_dir:
+            raise ValueError(
+                f"eval.judge.baseline '{judge.baseline}' is not trained by this recipe; use one of "
+                f"{sorted(arms)}, a run directory, or add it to method.baselines"
+            )
+        return self
