@@ -130,7 +130,6 @@ def accelerate_config(hardware, *, num_processes: int, num_machines: int = 1, ma
         "gpu_ids": "all",
         "main_training_function": "main",
         "rdzv_backend": "static",
-        "same_network": True,
         "use_cpu": False,
     }
     if num_machines > 1:
