@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from clo_recipes.errors import CloError
-from clo_recipes.recipe.languages import Language, all_languages, get_language
+from clo_recipes.recipe.languages import Language, UnknownLanguage, all_languages, get_language
 
 Family = Literal["m2m100", "nllb", "madlad", "opus-mt"]
 FAMILIES: tuple[Family, ...] = ("m2m100", "nllb", "madlad", "opus-mt")
@@ -81,12 +81,19 @@ def detect_family(model: str, revision: str | None = None) -> Family | None:
 
 def opus_target(model: str) -> str | None:
     """The single target code in an opus-mt name (`it` in `opus-mt-en-it`); None for a group
-    (`ROMANCE`, `mul`) or a name without a language pair."""
+    (`ROMANCE`, `mul`, `gem`), a language the registry does not know, or no language pair."""
     match = _OPUS_PAIR.search(model.rstrip("/").split("/")[-1])
     if not match:
         return None
     target = match.group(2)
-    return target if re.fullmatch(r"[a-z]{2,3}", target) else None
+    if re.fullmatch(r"[a-z]{2}", target):
+        return target
+    if re.fullmatch(r"[a-z]{3}", target):  # an ISO 639-3 language, or a group like `mul`, `gem`
+        try:
+            return get_language(target).iso3
+        except UnknownLanguage:
+            return None
+    return None
 
 
 def supported_codes(family: Family) -> list[str]:
