@@ -23,6 +23,9 @@ class Translator(ABC):
     wants_segments: bool = True
     # False: not worth caching (the backend is itself a lookup).
     cacheable: bool = True
+    # False: batches keep the data's order (a lookup gains nothing from length grouping, and
+    # its errors then name the first missing text in data order).
+    length_grouped: bool = True
 
     @abstractmethod
     def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:

@@ -71,6 +71,7 @@ def read_tmx_memory(path: Path, src: str, tgt: str) -> dict[str, str]:
 class MemoryTranslator(Translator):
     wants_segments = False  # keyed by whole texts; falls back to segments itself
     cacheable = False  # the file is the cache
+    length_grouped = False
 
     def __init__(self, memory_file: str, max_segment_chars: int = 400):
         self.path = Path(memory_file)

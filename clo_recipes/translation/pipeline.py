@@ -76,7 +76,8 @@ class _Runner:
         missing = [unit for unit in wanted if unit not in self.done]
         started = time.perf_counter()
         with translation_progress(len(missing), description, enabled=self.progress) as advance:
-            for batch in self.batching(missing, self.translator.batch_size):
+            batching = self.batching if self.translator.length_grouped else fixed_order_batches
+            for batch in batching(missing, self.translator.batch_size):
                 outputs = self.translator.translate(batch, self.src, self.tgt)
                 if len(outputs) != len(batch):
                     raise StageError(f"translator returned {len(outputs)} translations for {len(batch)} texts")
