@@ -29,7 +29,7 @@ def test_sigmoid_preference_matches_trl_dpo(tmp_path):
                      "chosen": [{"role": "assistant", "content": q["y_l"]}],
                      "rejected": [{"role": "assistant", "content": q["y_en"]}]})
     args = DPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=6, precompute_ref_log_probs=True,
-                     report_to="none", use_cpu=True, beta=0.1, loss_type=["sigmoid"], max_length=128,
+                     report_to="none", use_cpu=True, bf16=False, beta=0.1, loss_type=["sigmoid"], max_length=128,
                      save_strategy="no", disable_tqdm=True)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     torch.manual_seed(1)

@@ -8,7 +8,7 @@ from training_data import quadruples
 
 from clo_recipes.errors import CloError
 from clo_recipes.methods.logps import answer_logps
-from clo_recipes.training.batch import collate, forward_logps
+from clo_recipes.training.batch import collate, forward_logps, plan_chunks
 from clo_recipes.training.chat import ChatRenderer
 from clo_recipes.training.data import PREFERENCE_SEQUENCES, build_examples, epoch_steps, iterate_steps, total_steps
 
@@ -50,11 +50,19 @@ def test_max_length_too_small_for_any_sample_is_a_clear_error(tiny):
 
 def test_padded_batch_equals_one_sequence_at_a_time(tiny):
     model, tokenizer = tiny
-    examples = build_examples(quadruples(3), ChatRenderer(tokenizer), PREFERENCE_SEQUENCES, 64).examples
-    batch = collate(examples, PREFERENCE_SEQUENCES, tokenizer.pad_token_id)
-    assert batch.logits_to_keep < batch.input_ids.shape[1]  # the output head skips prompt positions
+    rows = quadruples(3)
+    rows[0]["y_l"] = " ".join([rows[0]["y_l"]] * 4)  # lengths that differ enough to chunk
+    rows[1]["y_en"] = " ".join([rows[1]["y_en"]] * 3)
+    examples = build_examples(rows, ChatRenderer(tokenizer), PREFERENCE_SEQUENCES, 128).examples
+    single = collate(examples, PREFERENCE_SEQUENCES, tokenizer.pad_token_id)
+    chunked = collate(examples, PREFERENCE_SEQUENCES, tokenizer.pad_token_id, max_chunks=3)
+    assert len(single.chunks) == 1 and len(chunked.chunks) > 1
+    assert single.chunks[0].logits_to_keep < single.chunks[0].input_ids.shape[1]  # the head skips prompts
+    padded = sum(chunk.input_ids.numel() for chunk in chunked.chunks)
+    assert single.tokens < padded < single.chunks[0].input_ids.numel()  # chunks cut padding
     with torch.no_grad():
-        batched = forward_logps(model, batch)
+        batched = forward_logps(model, single)
+        in_chunks = forward_logps(model, chunked)
         for name in PREFERENCE_SEQUENCES:
             for row, example in enumerate(examples):
                 rendered = example.sequences[name]
@@ -64,6 +72,14 @@ def test_padded_batch_equals_one_sequence_at_a_time(tiny):
                 alone = answer_logps(model(input_ids=ids).logits, labels)
                 assert batched[name].sum[row].item() == pytest.approx(alone.sum.item(), abs=1e-4)
                 assert batched[name].count[row].item() == rendered.answer_length
+                assert in_chunks[name].sum[row].item() == pytest.approx(alone.sum.item(), abs=1e-4)
+
+
+def test_chunks_group_similar_lengths():
+    lengths = [100, 98, 97, 95, 60, 59, 58, 57, 56, 20]
+    chunks = plan_chunks(lengths, max_chunks=4)
+    assert chunks == [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]]  # the last chunk keeps >= 4 rows
+    assert plan_chunks(lengths, max_chunks=1) == [list(range(10))]
 
 
 def test_step_plans_cover_each_sample_once_per_epoch():

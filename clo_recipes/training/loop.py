@@ -224,6 +224,8 @@ class Trainer:
             start = resume_from.step
         self.model.train()
         lengths = [example.length for example in self.examples]
+        # Several forward passes per micro-batch cut padding; distributed wrappers expect one.
+        chunks = 1 if world > 1 else 4
         progress = self._progress(steps, f"train {job.arm}" + (f" ({phase})" if len(self.phases) > 1 else ""),
                                   initial=start)
         last_saved = resume_from.path.name if resume_from is not None else None
@@ -235,7 +237,7 @@ class Trainer:
             totals = StepTotals()
             for index, micro in enumerate(plan.micro_batches):
                 batch = collate([self.examples[i] for i in micro], objective.names, self.pad_id,
-                                with_reference=objective.needs_reference).to(accelerator.device)
+                                with_reference=objective.needs_reference, max_chunks=chunks).to(accelerator.device)
                 last = index == len(plan.micro_batches) - 1
                 with nullcontext() if last else accelerator.no_sync(self.model):
                     with accelerator.autocast():

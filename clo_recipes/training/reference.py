@@ -60,7 +60,7 @@ def compute_reference(model: Any, examples: list[Example], names: tuple[str, ...
     found: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         for batch_examples in batches:
-            batch = collate(batch_examples, names, pad_id).to(device)
+            batch = collate(batch_examples, names, pad_id, max_chunks=4).to(device)
             with autocast():
                 logps = forward_logps(model, batch)
             for name in names:

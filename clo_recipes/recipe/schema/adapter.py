@@ -17,13 +17,17 @@ class AdapterSection(Section):
     trainable: Literal["attention", "all"] = Field(
         default="attention",
         description=(
-            "`attention`: only q/k/v/o projections (paper); `all`: every linear layer. "
-            "For very low-resource languages the paper found `all` much better."
+            "`attention`: only the q/k/v/o projections (paper), found per architecture; `all`: "
+            "every weight with `full`, every linear layer but the output head with `lora`/`qlora`. "
+            "For very low-resource languages the paper found full fine-tuning of everything much better."
         ),
     )
     target_modules: list[str] | None = Field(
         default=None,
-        description="Explicit module names to train, overriding what `trainable` finds per architecture.",
+        description=(
+            "Explicit module names to train (leaf names like `q_proj` or full dotted names), "
+            "overriding what `trainable` finds per architecture."
+        ),
     )
     r: int = Field(default=16, ge=1, description="LoRA rank.")
     alpha: int = Field(default=32, ge=1, description="LoRA alpha.")
