@@ -33,13 +33,11 @@ def small_llama(tmp_path_factory):
 
 
 def _clo_loss(logits, labels, beta=0.1):
-    """Sequence log-probs one sequence at a time (the estimator's assumption), then the CLO
-    objective over (en: chosen, rejected), (target: chosen, rejected) with a zero reference."""
-    logps = []
-    for row in range(logits.shape[0]):
-        token_logps = logits[row, :-1].float().log_softmax(-1).gather(-1, labels[row, 1:, None]).squeeze(-1)
-        logps.append(token_logps.sum())
-    en_chosen, en_rejected, target_chosen, target_rejected = logps
+    """The training stage's answer log-probs (what the estimate models), then the CLO objective
+    over (en: chosen, rejected), (target: chosen, rejected) with a zero reference."""
+    from clo_recipes.methods.logps import answer_logps
+
+    en_chosen, en_rejected, target_chosen, target_rejected = answer_logps(logits, labels).sum
     preference = -(torch.nn.functional.logsigmoid(beta * (en_chosen - en_rejected))
                    + torch.nn.functional.logsigmoid(beta * (target_chosen - target_rejected))) / 2
     nll = -target_chosen / (labels.shape[1] - 1)
@@ -61,7 +59,7 @@ def test_qlora_trains_and_peak_memory_matches_the_estimate(small_llama):
     torch.cuda.reset_peak_memory_stats()
     start = torch.cuda.memory_allocated()
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                      bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=False)
+                                      bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
     model = AutoModelForCausalLM.from_pretrained(small_llama, quantization_config=quantization,
                                                  dtype=torch.bfloat16, attn_implementation="sdpa",
                                                  device_map={"": 0})

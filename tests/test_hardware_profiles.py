@@ -134,6 +134,6 @@ def test_indivisible_batch_is_an_error_with_values_that_work():
 
 
 def test_check_batch_reads_the_resolved_recipe(tmp_path):
-    resolved = _resolve(tmp_path, {"hardware": "8xh100", "train": {"global_batch_size": 16}})
-    with pytest.raises(CloError, match="4 × 8 = 32"):
+    resolved = _resolve(tmp_path, {"hardware": "8xh100", "train": {"global_batch_size": 12}})
+    with pytest.raises(CloError, match="2 × 8 = 16"):
         check_batch(resolved.recipe)

@@ -7,20 +7,22 @@ each with its chosen and rejected answer); the reference log-probs are precomput
 
 What is counted, per GPU (bytes per parameter or per token; c = 2 for bf16/fp16, 4 for fp32):
 
-- weights: frozen weights in the compute dtype (4-bit NF4 linears under QLoRA); weights that
-  train are kept in fp32 (at lr 8e-6 a bf16 weight would round most updates away); LoRA
-  adapters are fp32 (PEFT's default).
+- weights: frozen weights in the compute dtype (4-bit NF4 linears under QLoRA, with the
+  double-quantised scales the training stage loads); weights that train are kept in fp32 (at
+  lr 8e-6 a bf16 weight would round most updates away); LoRA adapters are fp32 (PEFT's default).
 - gradients: fp32, one per trainable parameter; optimizer: AdamW 8 B (two fp32 moments),
   8-bit AdamW 2 B. Sharding divides these by the world size (FSDP full shard / ZeRO-3: all
   three; ZeRO-2: gradients and optimizer); FSDP/ZeRO-3 add the layers gathered for compute;
   CPU offload moves the shards off the GPU; plain data parallelism adds gradient buckets.
-- activations: what autograd keeps per token and layer, derived from a Llama-style block
-  (fp32 RMSNorm inputs, q/k/v/attention output, gate/up/activation outputs, plus the inputs
-  of whatever trains); with gradient checkpointing one hidden state per layer plus one
-  recomputed layer. `tests/test_hardware_memory.py` checks these against the bytes autograd
-  really saves for a small Llama.
-- logits: the micro batch's logits in the compute dtype plus the fp32 log-softmax kept for
-  backward, and transient fp32 work for one sequence (log-probs computed per sequence).
+- activations: what autograd keeps per token and layer of a Llama-style block (fp32 RMSNorm
+  inputs, q/k/v/attention output, gate/up/activation outputs, plus the inputs of whatever
+  trains). With gradient checkpointing: one hidden state per layer, and backward then visits
+  the logits first and one recomputed layer at a time, so the peak is the larger of the two
+  working sets (a recomputed layer counts twice: its activations and their gradients).
+  `tests/test_hardware_memory.py` checks the per-layer bytes against what autograd keeps.
+- logits: the training stage's `answer_logps` (methods/logps.py) over every position of the
+  micro batch (answers can fill `train.max_length`): the logits, the answer rows gathered from
+  them, their fp32 copy and the fp32 log-softmax cross-entropy keeps. A test measures it.
 - CUDA context and allocator fragmentation: a fixed 0.75 GiB and 5 %.
 """
 
@@ -36,7 +38,8 @@ from .model_config import read_model_config
 GIB = 1024**3
 CUDA_CONTEXT_GB = 0.75
 FRAGMENTATION = 0.05
-NF4_BYTES = 0.5 + 4 / 64  # 4-bit codes plus one fp32 scale per 64-weight block
+# 4-bit codes, one 8-bit scale per 64-weight block, one fp32 scale per 256 of those (double quant)
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 MASTER_BYTES = 4  # trainable weights, their gradients and LoRA adapters are fp32
 OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2}
 DROPOUT_MASK_BYTES = 1  # CUDA stores dropout masks as bool
@@ -178,19 +181,23 @@ def layer_activation_bytes(arch: Architecture, setup: TrainingSetup) -> float:
 
 
 def activation_bytes(arch: Architecture, setup: TrainingSetup) -> float:
+    """Activation bytes at the step's peak beyond the logits' working set (which
+    `logits_bytes` counts): all layers without checkpointing; with it, the checkpointed hidden
+    states plus whatever a recomputed layer's working set needs beyond the logits'."""
     tokens, c = setup.tokens, setup.compute_bytes
     per_layer = layer_activation_bytes(arch, setup)
-    if setup.gradient_checkpointing:  # one hidden state per layer, one layer recomputed at a time
-        kept = arch.layers * arch.hidden * c + per_layer
-    else:
-        kept = arch.layers * per_layer
     final = 4 * arch.hidden + (arch.hidden * c if setup.trains_everything else 0)  # final norm (+ head input)
-    return tokens * (kept + final)
+    if not setup.gradient_checkpointing:  # every layer's activations are alive when backward starts
+        return tokens * (arch.layers * per_layer + final)
+    layer_phase = tokens * 2 * per_layer  # a recomputed layer's activations and their gradients
+    return tokens * (arch.layers * arch.hidden * c + final) + max(0.0, layer_phase - logits_bytes(arch, setup))
 
 
 def logits_bytes(arch: Architecture, setup: TrainingSetup) -> float:
-    """Logits (compute dtype) and fp32 log-softmax for the micro batch; fp32 work of one sequence."""
-    return setup.tokens * arch.vocab * (setup.compute_bytes + 4) + setup.max_length * arch.vocab * 8
+    """Peak of `answer_logps` over the micro batch: logits (compute dtype), the answer rows
+    gathered from them, their fp32 copy (none when already fp32), and the fp32 log-softmax."""
+    c = setup.compute_bytes
+    return setup.tokens * arch.vocab * (c + c + (4 if c < 4 else 0) + 4)
 
 
 # --------------------------------------------------------------------------- the estimate
