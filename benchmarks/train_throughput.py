@@ -133,7 +133,10 @@ def run_ours(folder: Path, args) -> dict:
     work.mkdir()
     section = ModelSection(base=str(folder / "model"))
     tokenizer = load_tokenizer(section)
-    examples = build_examples(rows, ChatRenderer(tokenizer), PREFERENCE_SEQUENCES, args.max_length).examples
+    found = build_examples(rows, ChatRenderer(tokenizer), PREFERENCE_SEQUENCES, args.max_length)
+    if found.dropped_too_long:  # TRL would truncate them instead: the two sides must see the same data
+        raise SystemExit(f"{found.dropped_too_long} samples exceed --max-length {args.max_length}; raise it")
+    examples = found.examples
     reference_model = load_model(ModelSection(base=str(folder / "reference-model")), for_training=True)
     logps = compute_reference(reference_model, examples, PREFERENCE_SEQUENCES, pad_id=tokenizer.pad_token_id,
                               device="cpu")
@@ -255,7 +258,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--global-batch", type=int, default=16)
     parser.add_argument("--micro-batch", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-length", type=int, default=640, help="above every sample: nothing dropped or truncated")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--trainable", default="all", choices=["all", "attention"])
