@@ -54,7 +54,7 @@ def smoke_recipe(folder: Path, *, steps: int, hardware: str) -> dict:
         "name": "smoke",
         "output_dir": str(folder / "runs"),
         "cache_dir": str(folder / "cache"),
-        "model": {"base": "tiny-model"},
+        "model": {"base": "./tiny-model"},
         "language": "es",
         "data": {"source": "data.jsonl", "format": "pairs", "samples": 12, "eval_samples": 4},
         "translation": {"backend": "memory", "memory_file": "memory.jsonl"},
