@@ -20,7 +20,7 @@ from clo_recipes.translation.base import Translator
 from clo_recipes.translation.cache import TranslationCache, TranslatorIdentity
 from clo_recipes.translation.filters import check_translation, repetition_share
 from clo_recipes.translation.memory import MemoryTranslator
-from clo_recipes.translation.pipeline import translate_texts
+from clo_recipes.translation.pipeline import fixed_order_batches, length_grouped_batches, translate_texts
 from clo_recipes.translation.segmenting import Segment, segment_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,17 @@ def test_pipeline_keeps_code_translates_the_rest_and_groups_batches_by_length():
     assert stats.segments == 11 and stats.unique_segments == 10 and stats.translated == 10
     lengths = [len(text) for batch in translator.batches for text in batch]
     assert lengths == sorted(lengths, reverse=True)  # longest first, neighbours together
-    assert [len(batch) for batch in translator.batches] == [3, 3, 3, 1]
+    assert len(translator.batches[0]) == 3
+    assert all(len(batch) * len(batch[0]) <= 3 * lengths[0] for batch in translator.batches)
+
+
+def test_length_grouped_batches_share_one_padded_size():
+    texts = ["x" * n for n in (30, 100, 5, 40, 10, 90, 20, 50, 10)]
+    batches = length_grouped_batches(texts, 2)
+    assert [[len(t) for t in batch] for batch in batches] == [[100, 90], [50, 40, 30, 20], [10, 10, 5]]
+    many_short = ["x" * 100] + [f"{n:02d}" for n in range(20)]
+    assert [len(batch) for batch in length_grouped_batches(many_short, 2)] == [2, 8, 8, 3]  # at most 4x rows
+    assert fixed_order_batches(texts, 4) == [texts[:4], texts[4:8], texts[8:]]
 
 
 def test_lost_placeholders_fall_back_to_translating_the_pieces():
@@ -146,7 +156,7 @@ import sys, time
 from pathlib import Path
 from clo_recipes.translation.base import Translator
 from clo_recipes.translation.cache import TranslationCache, TranslatorIdentity
-from clo_recipes.translation.pipeline import translate_texts
+from clo_recipes.translation.pipeline import fixed_order_batches, length_grouped_batches, translate_texts
 
 class Slow(Translator):
     identity = TranslatorIdentity("test", "slow")

@@ -8,6 +8,11 @@ Each family says "which language" differently; the codes come from the language 
 - opus-mt: one model per language pair, nothing to say; multi-target models
   (`opus-mt-en-mul`, `-ROMANCE`) take a `>>ita<<` prefix, used when the tokenizer has it.
 The model loads on the first batch (GPU in bf16 where available, else CPU in fp32).
+
+Generation stops at `translation.max_new_tokens` or at 3x the batch's longest input plus 16
+tokens, whichever is lower (the `a * source + b` cap of fairseq): a translation is rarely
+more than twice its source in tokens, and the cap cuts a hallucination loop short instead of
+letting it run to `max_new_tokens` for the whole batch.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .cache import TranslatorIdentity
 from .support import detect_family, family_code
 
 MAX_INPUT_TOKENS = 1024
+LENGTH_CAP = (3.0, 16)  # new tokens <= a * longest input + b
 
 
 class Seq2SeqTranslator(Translator):
@@ -35,7 +41,8 @@ class Seq2SeqTranslator(Translator):
         self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
         self.device = device
         self.identity = TranslatorIdentity("hf", model, local_revision(model, revision),
-                                           f"num_beams={num_beams};max_new_tokens={max_new_tokens}")
+                                           f"num_beams={num_beams};max_new_tokens={max_new_tokens};"
+                                           f"cap={LENGTH_CAP[0]}x+{LENGTH_CAP[1]}")
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -95,8 +102,10 @@ class Seq2SeqTranslator(Translator):
         encoded = self._tokenizer(inputs, return_tensors="pt", padding=True, truncation=True,
                                   max_length=min(MAX_INPUT_TOKENS, self._tokenizer.model_max_length or MAX_INPUT_TOKENS))
         encoded = {key: value.to(self.device) for key, value in encoded.items()}
+        longest = int(encoded["attention_mask"].sum(dim=1).max())
+        cap = min(self.max_new_tokens, int(LENGTH_CAP[0] * longest + LENGTH_CAP[1]))
         with torch.inference_mode():
-            return self._model.generate(**encoded, **extra, max_new_tokens=self.max_new_tokens,
+            return self._model.generate(**encoded, **extra, max_new_tokens=cap,
                                         num_beams=self.num_beams, do_sample=False)
 
     def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:

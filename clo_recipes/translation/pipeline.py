@@ -1,11 +1,14 @@
 """Translate whole texts with any backend: segment, look up the cache, translate what is
 missing in length-grouped batches (caching each batch as it lands), re-assemble.
 
-Why length-grouped: a batch is padded to its longest segment, so a batch mixing a 20-char
-and a 400-char segment spends most of its compute on padding. Sorting unique segments by
-length before batching keeps each batch's lengths close (`benchmarks/translate_throughput.py`
-measures the gain). Sorting longest first also means a batch that does not fit in memory
-fails in the first seconds, not at the end.
+Why length-grouped: a batch is padded to its longest segment and generates until its longest
+translation is done, so a batch mixing a 20-char and a 400-char segment spends most of its
+compute on padding. Sorting unique segments by length keeps each batch's lengths close, and,
+as fairseq's `--max-tokens` does, batches of short segments take more rows: every batch gets
+the padded size (rows x longest) of the first, longest batch, up to `MAX_ROWS_FACTOR` times
+`batch_size` rows. Memory use therefore never exceeds the first batch's, and since the
+longest batch runs first, a batch size that does not fit fails in seconds, not at the end.
+`benchmarks/translate_throughput.py` measures the gain over fixed-order batches.
 """
 
 from __future__ import annotations
@@ -25,10 +28,26 @@ from .segmenting import Segment, segment_text
 log = logging.getLogger("clo_recipes")
 
 
+MAX_ROWS_FACTOR = 4  # a batch of short segments holds at most this many times batch_size
+
+
 def length_grouped_batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:
-    """Batches of `batch_size` texts of similar length, longest batch first."""
+    """Batches of texts of similar length, longest first; each batch's padded size (rows x
+    longest characters) stays within the first batch's (`batch_size` x the longest text)."""
     ordered = sorted(texts, key=len, reverse=True)
-    return [ordered[start:start + batch_size] for start in range(0, len(ordered), batch_size)]
+    if not ordered:
+        return []
+    budget = batch_size * max(len(ordered[0]), 1)
+    max_rows = batch_size * MAX_ROWS_FACTOR
+    batches: list[list[str]] = []
+    for text in ordered:
+        batch = batches[-1] if batches else None
+        # Sorted longest first: the batch's first text is its longest.
+        if batch is not None and len(batch) < max_rows and (len(batch) + 1) * max(len(batch[0]), 1) <= budget:
+            batch.append(text)
+        else:
+            batches.append([text])
+    return batches
 
 
 def fixed_order_batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:

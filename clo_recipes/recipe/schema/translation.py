@@ -63,7 +63,14 @@ class TranslationSection(Section):
         default="OPENAI_API_KEY",
         description="Name of the environment variable holding the API key (never the key itself).",
     )
-    batch_size: int = Field(default=16, ge=1, description="Segments per translation batch.")
+    batch_size: int = Field(
+        default=16,
+        ge=1,
+        description=(
+            "Segments per batch of the longest segments; batches of shorter ones hold more, at "
+            "the same padded size (at most 4x as many rows)."
+        ),
+    )
     max_new_tokens: int = Field(default=512, ge=1, description="Longest translated segment, in tokens.")
     max_segment_chars: int = Field(
         default=400, ge=20, description="Texts are split into sentences/paragraphs of at most this many characters."
