@@ -269,3 +269,16 @@ def test_openai_endpoint_down_is_an_error_and_the_cache_keeps_finished_batches(m
                         cache=cache, max_segment_chars=400)
     with TranslationCache(tmp_path / "c.sqlite") as cache:
         assert cache.count() == 4
+
+
+def test_few_shot_examples_come_from_the_memory_file(tmp_path):
+    from clo_recipes.translation.backends import few_shot_examples
+
+    memory = tmp_path / "examples.jsonl"
+    memory.write_text("".join(json.dumps({"en": f"Example {n}.", "th": f"ตัวอย่าง {n}"}, ensure_ascii=False) + "\n"
+                              for n in range(3)), encoding="utf-8")
+    chosen = SimpleNamespace(few_shot=2, memory_file=str(memory))
+    assert few_shot_examples(chosen, "en", "th") == [("Example 0.", "ตัวอย่าง 0"), ("Example 1.", "ตัวอย่าง 1")]
+    assert few_shot_examples(SimpleNamespace(few_shot=0, memory_file=None), "en", "th") == []
+    with pytest.raises(CloError, match="few_shot is 5 but examples.jsonl holds 3 entries"):
+        few_shot_examples(SimpleNamespace(few_shot=5, memory_file=str(memory)), "en", "th")
