@@ -265,7 +265,7 @@ class Trainer:
                             "learning_rate": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                             "tokens_per_second": metrics["tokens"] / seconds, "seconds": seconds})
             if done % job.train.logging_steps == 0 or done in (1, steps):
-                self._log(metrics)
+                self._log(metrics, tracker_step=self.phases.index(phase) * steps + done)
             progress.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_second']:.0f}")
             progress.update(1)
             final_of_phase = done == steps
@@ -313,14 +313,14 @@ class Trainer:
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
                     disable=not (self.main and self.job.show_progress))
 
-    def _log(self, metrics: dict[str, Any]) -> None:
+    def _log(self, metrics: dict[str, Any], tracker_step: int) -> None:
+        """A metrics.jsonl line; trackers count steps across phases (sft+dpo: DPO continues)."""
         if self.main:
             with open(self.metrics_file, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(metrics) + "\n")
         if self.trackers:
-            phase_index = self.phases.index(metrics["phase"])
             numbers = {f"{metrics['phase']}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-            self.accelerator.log(numbers, step=phase_index * 10**7 + metrics["step"])
+            self.accelerator.log(numbers, step=tracker_step)
 
     def _trim_metrics(self, resume_from: Any) -> None:
         """Keep metric lines up to the checkpoint being resumed (later ones will be redone)."""

@@ -54,15 +54,22 @@ def compute_reference(model: Any, examples: list[Example], names: tuple[str, ...
     state = PartialState()
     budget = token_budget(model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config")
                           else model.config.vocab_size)
-    batches = reference_batches(examples, names, budget)[state.process_index::state.num_processes]
+    every = reference_batches(examples, names, budget)
+    batches = every[state.process_index::state.num_processes]
+    # Sharded models (FSDP, ZeRO-3) need every rank in every forward: equal batch counts,
+    # the padding batches' results are dropped.
+    rounds = -(-len(every) // state.num_processes)
+    batches = [(b, True) for b in batches] + [(every[0], False)] * (rounds - len(batches))
     was_training = model.training
     model.eval()
     found: dict[str, dict[str, float]] = {}
     with torch.no_grad():
-        for batch_examples in batches:
+        for batch_examples, counted in batches:
             batch = collate(batch_examples, names, pad_id, max_chunks=4).to(device)
             with autocast():
                 logps = forward_logps(model, batch)
+            if not counted:
+                continue
             for name in names:
                 for example, value in zip(batch_examples, logps[name].sum.float().tolist()):
                     found.setdefault(example.id, {})[name] = value
