@@ -196,7 +196,7 @@ def run(
     the_plan = plan_for_run(file, overrides or [], profile=profile, relock=relock, from_bundle=from_bundle,
                             dry_run=dry_run, console=console)
     estimate = _memory_estimate(the_plan)
-    launcher = _launcher(the_plan, file, overrides or [], no_launch)
+    launcher = _launcher(the_plan, file, overrides or [], no_launch, profile)
     if dry_run:
         _print_plan(the_plan, estimate, show_values=False)
         chosen, redo = select_stages(the_plan, only, from_stage)
@@ -215,7 +215,7 @@ def run(
     _print_report(result)
 
 
-def _launcher(the_plan, file: Path, overrides: list[str], no_launch: bool):
+def _launcher(the_plan, file: Path, overrides: list[str], no_launch: bool, profile: str | None = None):
     """Multi-GPU/multi-node: training stages go through `accelerate launch` (hardware subsystem)."""
     if no_launch:
         return None
@@ -223,7 +223,7 @@ def _launcher(the_plan, file: Path, overrides: list[str], no_launch: bool):
         from .hardware.launch import Launcher
     except ImportError:
         return None
-    return Launcher.for_plan(the_plan, file, overrides)
+    return Launcher.for_plan(the_plan, file, overrides, profile=profile)
 
 
 # --------------------------------------------------------------------------- schema / init
