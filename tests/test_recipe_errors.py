@@ -153,3 +153,9 @@ def test_cross_field_errors_point_at_the_field(tmp_path):
     assert_clean_failure(cli("validate", str(path)), "recipe.yaml:6:3: translation.backend: 'memory' needs translation.memory_file")
     path = write(tmp_path, GOOD + "eval:\n  suites: [judge]\n  judge: {baseline: sft}\n")
     assert_clean_failure(cli("validate", str(path)), "recipe.yaml:8:11: eval.judge.baseline: 'sft' is not trained by this recipe")
+
+
+def test_batch_split_is_checked_at_plan_time(tmp_path):
+    path = write(tmp_path, GOOD + "hardware: cpu\ntrain: {global_batch_size: 6}\n")
+    assert_clean_failure(cli("plan", str(path)), "recipe.yaml:7", "train.global_batch_size",
+                         "is not a multiple of micro_batch_size", "hint: set train.global_batch_size: 4")

@@ -208,6 +208,9 @@ def _check_against_machine(recipe: Recipe, loaded: LoadedRecipe) -> None:
         check_task_names = None
     if check_task_names is not None and recipe.eval.lm_eval_tasks:
         attempt(lambda: check_task_names(recipe.eval.lm_eval_tasks), ("eval", "lm_eval_tasks"))
+    from ..hardware.batch import check_batch
+
+    attempt(lambda: check_batch(recipe), ("train", "global_batch_size"))
     if problems:
         raise RecipeError(problems=problems)
 
