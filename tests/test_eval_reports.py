@@ -187,11 +187,12 @@ def test_unreachable_judge_and_unknown_baseline_are_skipped(tmp_path):
     judge = json.loads(next(run_dir.glob("judge-*/judge.json")).read_text())
     assert judge["status"] == "skipped" and "unreachable" in judge["reason"]
 
-    run_dir = finished_run(tmp_path / "b", "es-nobase", {"endpoint": f"http://127.0.0.1:{port}/v1", "model": "j",
-                                                          "baseline": "sft+dpo"})
-    judge = json.loads(next(run_dir.glob("judge-*/judge.json")).read_text())
-    assert judge["status"] == "skipped"
-    assert judge["reason"].startswith("baseline 'sft+dpo' is not evaluated in this run (evaluated: base, clo, sft)")
+    # a baseline the recipe does not train is now refused before anything runs
+    from clo_recipes.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="eval.judge.baseline: 'sft\\+dpo' is not trained by this recipe"):
+        finished_run(tmp_path / "b", "es-nobase", {"endpoint": f"http://127.0.0.1:{port}/v1", "model": "j",
+                                                   "baseline": "sft+dpo"})
 
 
 # ----------------------------------------------------------------------------- compare
