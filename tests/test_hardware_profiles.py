@@ -134,6 +134,8 @@ def test_indivisible_batch_is_an_error_with_values_that_work():
 
 
 def test_check_batch_reads_the_resolved_recipe(tmp_path):
-    resolved = _resolve(tmp_path, {"hardware": "8xh100", "train": {"global_batch_size": 12}})
-    with pytest.raises(CloError, match="2 × 8 = 16"):
-        check_batch(resolved.recipe)
+    # the resolver runs check_batch, so a bad split fails at plan time, located at the field
+    with pytest.raises(CloError, match="train.global_batch_size: .*2 × 8 = 16"):
+        _resolve(tmp_path, {"hardware": "8xh100", "train": {"global_batch_size": 12}})
+    resolved = _resolve(tmp_path / "ok", {"hardware": "8xh100", "train": {"global_batch_size": 32}})
+    check_batch(resolved.recipe)  # 32 = 2 x 8 x 2 accumulation steps
