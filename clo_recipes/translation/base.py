@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from ..errors import CloError
 from .cache import TranslatorIdentity
 
 
@@ -45,3 +46,22 @@ def local_revision(model: str, revision: str | None) -> str:
         files = [path for path in folder.rglob("*") if path.is_file()]
         return "sha256:" + tree_digest(files, folder, DigestCache(None))
     return revision or ""
+
+
+def load_hf_translator(auto_model_class: str, name: str, revision: str | None, device: str | None):
+    """Tokenizer and eval-mode model of a local/hub translator on `device` (CUDA when free
+    to choose, bf16 where supported): (tokenizer, model, device). Shared by the seq2seq and
+    causal backends so loading errors read the same."""
+    import torch
+    import transformers
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name, **kwargs)
+        model = getattr(transformers, auto_model_class).from_pretrained(name, dtype=dtype, **kwargs)
+    except OSError as error:
+        raise CloError(f"cannot load translation model {name!r}: {error}",
+                       hint="hub models need network or a local copy (HF_HUB_OFFLINE=1 uses the cache only)") from None
+    return tokenizer, model.to(device).eval(), device

@@ -12,7 +12,7 @@ from typing import Any
 from clo_recipes.errors import CloError
 from clo_recipes.recipe.languages import get_language
 
-from .base import Translator, local_revision
+from .base import Translator, load_hf_translator, local_revision
 from .cache import TranslatorIdentity
 from .prompting import prompt_settings, translation_messages, without_system_role
 
@@ -33,25 +33,14 @@ class CausalTranslator(Translator):
     def load(self) -> None:
         if self._model is not None:
             return
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-        kwargs = {"revision": self.revision} if self.revision else {}
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_name, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(self.model_name, dtype=dtype, **kwargs)
-        except OSError as error:
-            raise CloError(f"cannot load translation model {self.model_name!r}: {error}",
-                           hint="hub models need network or a local copy (HF_HUB_OFFLINE=1 uses the cache only)") from None
+        tokenizer, model, device = load_hf_translator("AutoModelForCausalLM", self.model_name, self.revision, self.device)
         if not tokenizer.chat_template:
             raise CloError(f"translation model {self.model_name!r} has no chat template",
                            hint="backend 'hf-causal' prompts an instruction-tuned model; pick one with a chat template")
         tokenizer.padding_side = "left"  # generation continues at the right edge of every row
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._tokenizer, self._model, self.device = tokenizer, model.to(device).eval(), device
+        self._tokenizer, self._model, self.device = tokenizer, model, device
 
     def prompts(self, texts: list[str], src: str, tgt: str) -> list[str]:
         """The rendered chat prompts for a batch (generation prompt appended)."""

@@ -22,7 +22,7 @@ from typing import Any
 from clo_recipes.errors import CloError
 from clo_recipes.recipe.languages import Language, get_language
 
-from .base import Translator, local_revision
+from .base import Translator, load_hf_translator, local_revision
 from .cache import TranslatorIdentity
 from .support import detect_family, family_code
 
@@ -50,20 +50,8 @@ class Seq2SeqTranslator(Translator):
     def load(self) -> None:
         if self._model is not None:
             return
-        import torch
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-        kwargs = {"revision": self.revision} if self.revision else {}
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_name, **kwargs)
-            model = AutoModelForSeq2SeqLM.from_pretrained(self.model_name, dtype=dtype, **kwargs)
-        except OSError as error:
-            raise CloError(f"cannot load translation model {self.model_name!r}: {error}",
-                           hint="hub models need network or a local copy (HF_HUB_OFFLINE=1 uses the cache only)") from None
-        self._model = model.to(device).eval()
-        self.device = device
+        self._tokenizer, self._model, self.device = load_hf_translator(
+            "AutoModelForSeq2SeqLM", self.model_name, self.revision, self.device)
 
     # ------------------------------------------------------------------ language codes
     def _code(self, language: Language) -> str:
