@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from clo_recipes.evaluation.judge import (
-    ChatClient, Comparison, JudgeUnavailable, VerdictCache, build_messages, is_loopback, judge_comparisons,
+    ChatClient, Comparison, JudgeUnavailable, VerdictCache, build_messages, judge_comparisons,
     parse_verdict, win_rates)
 
 ANSWERS = re.compile(r"\[Answer A\]\n(.*)\n\n\[Answer B\]\n(.*)\n\nWhich answer", re.S)
@@ -153,5 +153,7 @@ def test_parse_verdict(reply, verdict):
 
 
 def test_loopback_endpoints_need_no_key():
+    from clo_recipes.chat_endpoint import is_loopback
+
     assert is_loopback("http://127.0.0.1:8000/v1") and is_loopback("http://localhost:8000/v1")
     assert not is_loopback("https://api.openai.com/v1")

@@ -13,21 +13,19 @@ re-run (or another run comparing the same answers) costs nothing.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import re
-import socket
 import sqlite3
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from clo_recipes.chat_endpoint import ChatEndpoint, EndpointError
+
 from .stats import share_with_interval
+
 
 SYSTEM_PROMPT = (
     "You are an impartial judge comparing two AI assistants' answers to the same user "
@@ -119,59 +117,28 @@ class VerdictCache:
         self.connection.close()
 
 
-def is_loopback(endpoint: str) -> bool:
-    """A judge on this machine (a local vLLM server) needs no API key."""
-    host = urllib.parse.urlparse(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class ChatClient:
-    """Minimal OpenAI-compatible `/chat/completions` client on the standard library."""
+    """The judge's view of the shared chat client: greedy, a few tokens, and any failure that
+    outlives the retries makes the judge unavailable (its stage is optional, so a refused
+    connection is not waited for)."""
 
     def __init__(self, endpoint: str, model: str, api_key: str | None, *, timeout_s: float = 120.0,
                  retries: int = 3, max_tokens: int = 16):
-        self.url = endpoint.rstrip("/") + "/chat/completions"
+        self.endpoint = ChatEndpoint(endpoint, model, api_key, timeout_s=timeout_s, max_retries=retries,
+                                     max_tokens=max_tokens, retry_refused=False)
         self.model = model
-        self.api_key = api_key
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.max_tokens = max_tokens
 
     def complete(self, messages: list[dict]) -> str:
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
-                           "max_tokens": self.max_tokens}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    reply = json.loads(response.read())
-                return reply["choices"][0]["message"]["content"] or ""
-            except urllib.error.HTTPError as error:
-                detail = error.read().decode(errors="replace")[:300]
-                if error.code in (401, 403):
-                    raise JudgeUnavailable(f"judge endpoint rejected the API key (HTTP {error.code}): {detail}") from None
-                if error.code == 404:
-                    raise JudgeUnavailable(f"judge endpoint or model not found (HTTP 404 at {self.url}): {detail}") from None
-                if error.code not in (408, 429) and error.code < 500 or attempt == self.retries:
-                    raise JudgeUnavailable(f"judge request failed (HTTP {error.code}): {detail}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-                reason = getattr(error, "reason", error)
-                # Nothing listens there, or the host does not resolve: waiting will not help.
-                hopeless = isinstance(reason, (ConnectionRefusedError, socket.gaierror))
-                if hopeless or attempt == self.retries:
-                    raise JudgeUnavailable(f"judge endpoint {self.url} unreachable: {reason}") from None
-            except (KeyError, IndexError, json.JSONDecodeError) as error:
-                raise JudgeUnavailable(f"judge endpoint sent a reply that is not a chat completion: {error!r}") from None
-            time.sleep(min(2**attempt, 10))  # back off on rate limits and server errors
-        raise AssertionError("unreachable")
+        try:
+            return self.endpoint.complete(messages)
+        except EndpointError as error:
+            url = self.endpoint.url
+            raise JudgeUnavailable({
+                "auth": f"judge endpoint rejected the API key ({error.detail})",
+                "not_found": f"judge endpoint or model not found (at {url}, model {self.model!r}): {error.detail}",
+                "unreachable": f"judge endpoint {url} unreachable: {error.detail}",
+                "bad_reply": f"judge endpoint sent a reply that is not a chat completion: {error.detail}",
+            }.get(error.kind, f"judge request failed after {error.attempts} attempts ({error.detail})")) from None
 
 
 def model_score(verdict: Verdict | None, model_first: bool) -> float:

@@ -43,8 +43,9 @@ def _skipped(reason: str, settings) -> dict:
 
 
 def judge_models(ctx: StageContext, settings) -> dict:
+    from clo_recipes.chat_endpoint import is_loopback
     from clo_recipes.evaluation.judge import (
-        ChatClient, Comparison, JudgeUnavailable, VerdictCache, is_loopback, judge_comparisons, win_rates)
+        ChatClient, Comparison, JudgeUnavailable, VerdictCache, judge_comparisons, win_rates)
     from clo_recipes.recipe.languages import get_language
 
     if not settings.endpoint or not settings.model:
