@@ -14,8 +14,9 @@ from typing import Any, Protocol, Sequence
 class Generator(Protocol):
     name: str
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
-        """Greedy answers to single-turn user prompts, in input order."""
+    def generate(self, prompts: Sequence[str], progress: Any = None) -> list[str]:
+        """Greedy answers to single-turn user prompts, in input order; `progress.update(n)`
+        (a progress bar), if given, hears of answers as they are done."""
         ...
 
 
@@ -37,7 +38,7 @@ class TransformersGenerator:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[str], progress: Any = None) -> list[str]:
         import torch
 
         tokenizer = self.tokenizer
@@ -69,6 +70,8 @@ class TransformersGenerator:
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
             for index, tokens in zip(batch, new_tokens):
                 answers[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            if progress is not None:
+                progress.update(len(batch))
         return answers
 
 
@@ -102,7 +105,7 @@ class VLLMGenerator:
 
             self.lora = LoRARequest("trained", 1, adapter)
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
+    def generate(self, prompts: Sequence[str], progress: Any = None) -> list[str]:
         conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
         outputs = self.engine.chat(
             conversations,
@@ -111,6 +114,8 @@ class VLLMGenerator:
             lora_request=self.lora,
             use_tqdm=False,
         )
+        if progress is not None:
+            progress.update(len(outputs))
         return [output.outputs[0].text.strip() for output in outputs]
 
     def close(self) -> None:

@@ -154,8 +154,10 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
 
 
 def loglikelihoods(model: Any, tokenizer: Any, requests: Sequence[tuple[str, str]], *,
-                   batch_size: int = 8, max_length: int | None = None) -> list[tuple[float, int]]:
-    """(summed log-probability, token count) of each continuation given its context."""
+                   batch_size: int = 8, max_length: int | None = None,
+                   progress: Any = None) -> list[tuple[float, int]]:
+    """(summed log-probability, token count) of each continuation given its context;
+    `progress.update(n)`, if given, hears of requests as they are scored."""
     import torch
 
     prefix = _bos_prefix(tokenizer)
@@ -193,15 +195,18 @@ def loglikelihoods(model: Any, tokenizer: Any, requests: Sequence[tuple[str, str
             positions = torch.arange(len(ids) - 1 - count, len(ids) - 1)
             total = logprobs[row, positions, targets].sum().item()
             results[index] = (total, count)
+        if progress is not None:
+            progress.update(len(batch))
     return results
 
 
 def score_questions(model: Any, tokenizer: Any, questions: Sequence[MCQuestion], *,
-                    batch_size: int = 8, max_length: int | None = None) -> dict:
+                    batch_size: int = 8, max_length: int | None = None, progress: Any = None) -> dict:
     """Accuracy (`acc`) and length-normalised accuracy (`acc_norm`) over the questions, with
     each question's option scores for inspection."""
     requests = [(question_prompt(q), " " + choice) for q in questions for choice in q.choices]
-    scores = iter(loglikelihoods(model, tokenizer, requests, batch_size=batch_size, max_length=max_length))
+    scores = iter(loglikelihoods(model, tokenizer, requests, batch_size=batch_size, max_length=max_length,
+                                 progress=progress))
     details = []
     correct = correct_norm = 0
     for question in questions:

@@ -114,10 +114,11 @@ def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: 
         ctx.log.info("evaluate: resuming, %d of %d answers already generated", len(prompts) - len(todo), len(prompts))
     if todo:
         generator = _make_generator(ctx, subject, loaded)
+        bar = _bar(ctx, len(prompts), "answers", unit="answer", initial=len(prompts) - len(todo))
         with open(checkpoint, "a", encoding="utf-8") as handle:
             for start in range(0, len(todo), CHECKPOINT_EVERY):
                 chunk = todo[start : start + CHECKPOINT_EVERY]
-                texts = generator.generate([p.text for p in chunk])
+                texts = generator.generate([p.text for p in chunk], progress=bar)
                 for prompt, text, (code, confidence) in zip(chunk, texts, detect_answer_languages(texts)):
                     row = {"id": prompt.id, "lang": prompt.lang, "prompt": prompt.text, "answer": text,
                            "answer_lang": code, "answer_lang_confidence": round(confidence, 4)}
@@ -125,6 +126,7 @@ def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: 
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 handle.flush()
                 ctx.log.info("evaluate-%s: %d/%d answers", ctx.arm, len(done), len(prompts))
+        bar.close()
         if hasattr(generator, "close"):
             generator.close()
     return [done[(p.id, p.lang, p.text)] for p in prompts]
@@ -158,12 +160,14 @@ def _multiple_choice(ctx: StageContext, model, tokenizer, target: str) -> tuple[
     from clo_recipes.evaluation.multiple_choice import resolve_mc_sets, score_questions
 
     sets, skipped = resolve_mc_sets(ctx.recipe.eval.mc_sets, target)
+    bar = _bar(ctx, sum(len(q.choices) for mc_set in sets for q in mc_set.questions), "multiple choice",
+               unit="option")
     by_set: list[dict] = []
     totals: dict[str, list[int]] = {}  # lang -> [correct, correct_norm, n]
     detail_rows: list[dict] = []
     for mc_set in sets:
         scored = score_questions(model, tokenizer, mc_set.questions, batch_size=ctx.recipe.eval.batch_size,
-                                 max_length=ctx.recipe.train.max_length)
+                                 max_length=ctx.recipe.train.max_length, progress=bar)
         details = scored.pop("details")
         by_set.append({"set": mc_set.name, "lang": mc_set.lang, **scored})
         total = totals.setdefault(mc_set.lang, [0, 0, 0])
@@ -171,9 +175,17 @@ def _multiple_choice(ctx: StageContext, model, tokenizer, target: str) -> tuple[
         total[1] += sum(d["pick_norm"] == d["answer"] for d in details)
         total[2] += len(details)
         detail_rows += [{"set": mc_set.name, "lang": mc_set.lang, **d} for d in details]
+    bar.close()
     write_jsonl(ctx.work_dir / "mc_details.jsonl", detail_rows)
     by_language = {lang: {"acc": c / n, "acc_norm": cn / n, "n": n} for lang, (c, cn, n) in totals.items()}
     return {"by_language": by_language, "sets": by_set}, skipped
+
+
+def _bar(ctx: StageContext, total: int, what: str, *, unit: str, initial: int = 0):
+    from clo_recipes.progress import progress_bar
+
+    return progress_bar(total, f"evaluate {ctx.arm}: {what}", unit=unit, initial=initial,
+                        enabled=not ctx.options.get("quiet", False))
 
 
 def _lm_eval(ctx: StageContext, model, tokenizer) -> dict:

@@ -21,6 +21,7 @@ def run(ctx: StageContext) -> dict:
 
     from accelerate import Accelerator
 
+    from clo_recipes.progress import progress_bar
     from clo_recipes.training.chat import ChatRenderer
     from clo_recipes.training.data import PREFERENCE_SEQUENCES, build_examples
     from clo_recipes.training.loading import load_model, load_tokenizer
@@ -40,8 +41,11 @@ def run(ctx: StageContext) -> dict:
     if quantization == "none":
         model = model.to(accelerator.device)
     started = time.perf_counter()
+    bar = progress_bar(len(example_set.examples), f"reference {ctx.arm}", unit="sample",
+                       enabled=accelerator.is_main_process and not ctx.options.get("quiet", False))
     logps = compute_reference(model, example_set.examples, PREFERENCE_SEQUENCES, pad_id=tokenizer.pad_token_id,
-                              device=accelerator.device, autocast=accelerator.autocast)
+                              device=accelerator.device, autocast=accelerator.autocast, progress=bar)
+    bar.close()
     seconds = time.perf_counter() - started
     if accelerator.is_main_process:
         write_reference(ctx.work_dir / REFERENCE_FILE, example_set.examples, logps)

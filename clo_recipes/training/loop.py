@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -308,10 +307,9 @@ class Trainer:
     # ---- helpers -----------------------------------------------------------------------
 
     def _progress(self, total: int, desc: str, *, initial: int = 0, unit: str = "step") -> Any:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                    disable=not (self.main and self.job.show_progress))
+        return progress_bar(total, desc, unit=unit, initial=initial, enabled=self.main and self.job.show_progress)
 
     def _log(self, metrics: dict[str, Any], tracker_step: int) -> None:
         """A metrics.jsonl line; trackers count steps across phases (sft+dpo: DPO continues)."""

@@ -60,6 +60,8 @@ def compute_reference(model: Any, examples: list[Example], names: tuple[str, ...
     # the padding batches' results are dropped.
     rounds = -(-len(every) // state.num_processes)
     batches = [(b, True) for b in batches] + [(every[0], False)] * (rounds - len(batches))
+    if progress is not None:  # this rank's share
+        progress.reset(total=sum(len(b) for b, counted in batches if counted))
     was_training = model.training
     model.eval()
     found: dict[str, dict[str, float]] = {}
