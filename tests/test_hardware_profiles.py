@@ -96,6 +96,26 @@ def test_auto_uses_the_profile_detection_picks(tmp_path, monkeypatch):
     assert resolved.provenance["hardware.sharding"] == "profile:8xh100 (auto)"
 
 
+def test_auto_lowers_what_the_detected_gpu_cannot_do_but_keeps_what_the_recipe_wrote(tmp_path, monkeypatch):
+    import clo_recipes.hardware.detect as detect
+
+    t4 = detect.MachineFacts(gpus=(detect.GPU(0, "Tesla T4", 15.0, (7, 5)),), bitsandbytes=True)
+    monkeypatch.setattr(detect, "detect", lambda runner=None: t4)
+    resolved = _resolve(tmp_path, {"hardware": "auto"})
+    assert resolved.profile == "single-24gb"
+    hardware = resolved.recipe.hardware
+    assert (hardware.precision, hardware.attention, hardware.gpu_memory_gb) == ("fp16", "sdpa", 15.0)
+    assert resolved.provenance["hardware.precision"] == "auto: this GPU has no bf16 (compute capability < 8.0)"
+    assert resolved.provenance["hardware.attention"] == "auto: flash-attn is not installed"
+    assert resolved.provenance["hardware.num_gpus"] == "profile:single-24gb (auto)"
+
+    resolved = _resolve(tmp_path, {"hardware": {"profile": "auto", "precision": "bf16"}})
+    assert resolved.recipe.hardware.precision == "bf16"  # written by the user: theirs to keep
+    assert resolved.recipe.hardware.attention == "sdpa"
+    # A named profile describes the machine the run is meant for: nothing is lowered.
+    assert _resolve(tmp_path, {"hardware": "single-24gb"}).recipe.hardware.precision == "bf16"
+
+
 def test_unknown_profile_suggests_the_closest(tmp_path):
     with pytest.raises(CloError, match="did you mean 'single-24gb'"):
         _resolve(tmp_path, {"hardware": "single-24g"})

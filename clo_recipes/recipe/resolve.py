@@ -62,12 +62,22 @@ def load_profile(name: str) -> dict[str, Any]:
     return data
 
 
-def _auto_profile() -> str:
-    try:
-        from ..hardware.detect import pick_profile
-    except ImportError:  # hardware detection not available: the safe choice
-        return "cpu"
-    return pick_profile()
+def _machine() -> Any:
+    from ..hardware.detect import detect
+
+    return detect()
+
+
+def _fit_to_machine(hardware: dict, machine: Any, from_profile: dict[FieldPath, str]) -> None:
+    """`hardware: auto` means "what this machine can do": profile values it cannot honour
+    (bf16 on a T4, flash-attn not installed, fewer GPUs) are lowered. Values the recipe wrote
+    are kept; the machine checks at run time then say why they cannot work."""
+    from ..hardware.detect import machine_adjustments
+
+    for key, (value, why) in machine_adjustments(hardware, machine).items():
+        if ("hardware", key) in from_profile:
+            hardware[key] = value
+            from_profile[("hardware", key)] = f"auto: {why}"
 
 
 def _get(data: dict, path: FieldPath) -> Any:
@@ -132,7 +142,13 @@ def resolve(loaded: LoadedRecipe, *, profile_override: str | None = None) -> Res
         hardware = {"profile": hardware}
     raw["hardware"] = hardware
     asked = profile_override or hardware.get("profile", "auto")
-    profile = _auto_profile() if asked == "auto" else asked
+    machine = _machine() if asked == "auto" else None
+    if machine is not None:
+        from ..hardware.detect import pick_profile
+
+        profile = pick_profile(machine)
+    else:
+        profile = asked
     hardware["profile"] = profile
     from_profile: dict[FieldPath, str] = {}
     try:
@@ -146,6 +162,8 @@ def resolve(loaded: LoadedRecipe, *, profile_override: str | None = None) -> Res
         if hardware.get(key) is None:
             hardware[key] = value
             from_profile[("hardware", key)] = f"profile:{profile}" + (" (auto)" if asked == "auto" else "")
+    if machine is not None:
+        _fit_to_machine(hardware, machine, from_profile)
     adapter_kind = (raw.get("adapter") or {}).get("kind")
     if adapter_kind == "qlora" and hardware.get("quantization") in (None, "none"):
         hardware["quantization"] = "nf4"
