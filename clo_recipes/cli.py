@@ -130,7 +130,7 @@ def _print_plan(plan, estimate, show_values: bool = True) -> None:
     console.print(stages)
     if estimate is not None:
         color = "green" if estimate.fits else "red"
-        console.print(f"[{color}]Memory per GPU ≈ {estimate.total_gb:.1f} GB: "
+        console.print(f"[{color}]Memory per GPU ≈ {estimate.total_gb:.1f} GiB: "
                       f"{'fits' if estimate.fits else 'does NOT fit'}[/] (largest: {estimate.largest})"
                       + (f"\n  suggestion: {estimate.suggestion}" if estimate.suggestion else ""))
 
@@ -206,7 +206,7 @@ def run(
             launcher.describe(console)
         return
     if estimate is not None and not estimate.fits and not force:
-        raise CloError(f"this run needs about {estimate.total_gb:.1f} GB per GPU and does not fit "
+        raise CloError(f"this run needs about {estimate.total_gb:.1f} GiB per GPU and does not fit "
                        f"(largest: {estimate.largest})",
                        hint=(estimate.suggestion or "") + " — or pass --force to try anyway")
     result = execute(the_plan, only=only, from_stage=from_stage, force=force, console=console,
