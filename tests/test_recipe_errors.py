@@ -124,6 +124,9 @@ def test_set_overrides_apply_and_are_blamed(tmp_path):
     assert loaded.recipe.method.baselines == ["sft"]
     assert_clean_failure(cli("validate", str(path), "--set", "train.lr=1"), "--set: train.lr", "unknown field 'lr'")
     assert_clean_failure(cli("validate", str(path), "--set", "train.lr"), "bad --set")
+    # Checks made after the schema (here the batch split, in the resolver) blame --set too.
+    assert_clean_failure(cli("plan", str(path), "--set", "train.global_batch_size=6"),
+                         "--set: train.global_batch_size", "not a multiple of micro_batch_size")
 
 
 def test_unknown_profile_at_plan_time(tmp_path):

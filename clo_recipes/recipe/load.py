@@ -32,8 +32,11 @@ class LoadedRecipe:
     recipe: Recipe | None = None
 
     def location(self, path: FieldPath) -> Location:
-        """The nearest known location of `path` (walking up to its parents)."""
+        """Where `path` was written: `--set` if it or a parent was overridden, else the nearest
+        known file location (walking up to its parents)."""
         dotted = ".".join(str(p) for p in path)
+        if any(tuple(path[:end]) in self.overrides for end in range(1, len(path) + 1)):
+            return Location("--set", None, None, dotted)
         for end in range(len(path), 0, -1):
             found = self.locations.get(tuple(path[:end]))
             if found is not None:
@@ -229,8 +232,6 @@ def _problem_from(error: dict, loaded: LoadedRecipe) -> Problem:
     if error["type"] == "value_error" and (named := _path_named_in(message, path)):
         path, message = named, message.split(" ", 1)[1]
     location = loaded.location(path)
-    if path in loaded.overrides or any(path[: n] in loaded.overrides for n in range(1, len(path))):
-        location = Location("--set", None, None, ".".join(map(str, path)))
     kind = error["type"]
     hint = None
     if kind == "extra_forbidden":
