@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 from rich.console import Console
+from eval_context import make_context
 from test_eval_judge import JudgeHandler
 
 from clo_recipes.engine.context import write_jsonl
 from clo_recipes.engine.store import RunStore
-from clo_recipes.engine.testing import make_context as engine_make_context
 from clo_recipes.errors import CloError
 from clo_recipes.evaluation.compare import collect, judge_against_baseline, markdown, rich_table, write_comparison
 from clo_recipes.evaluation.fidelity import fidelity_metrics
@@ -28,16 +28,6 @@ from clo_recipes.evaluation.sweep import (
     sweep_table_rows, write_sweep)
 from clo_recipes.stages import judge as judge_stage
 from clo_recipes.stages import report as report_stage
-
-
-def make_context(recipe: dict, stage_id: str, tmp_path: Path, inputs: dict[str, Path] | None = None):
-    """`engine.testing.make_context` with the translation memory the base recipe names (the
-    resolver checks it exists and covers the target language, Spanish here)."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    memory = tmp_path / "memory.jsonl"
-    if not memory.exists():
-        memory.write_text('{"en": "Hello", "es": "Hola"}\n', encoding="utf-8")
-    return engine_make_context(recipe, stage_id, tmp_path, inputs)
 
 
 PROMPTS = [("p1", "Hola, ¿qué tal?", "Hello, how are you?"), ("p2", "¿Qué es el agua?", "What is water?"),

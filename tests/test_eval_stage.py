@@ -8,21 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from eval_context import make_context
 
 from clo_recipes.engine.context import read_jsonl, write_jsonl
 from clo_recipes.engine.store import RunStore
-from clo_recipes.engine.testing import make_context as engine_make_context
 from clo_recipes.stages import evaluate, report
-
-
-def make_context(recipe: dict, stage_id: str, tmp_path: Path, inputs: dict[str, Path] | None = None):
-    """`engine.testing.make_context` with the translation memory the base recipe names (the
-    resolver checks it exists and covers the target language, Spanish here)."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    memory = tmp_path / "memory.jsonl"
-    if not memory.exists():
-        memory.write_text('{"en": "Hello", "es": "Hola"}\n', encoding="utf-8")
-    return engine_make_context(recipe, stage_id, tmp_path, inputs)
 
 
 HELD_OUT = [

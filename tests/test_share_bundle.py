@@ -18,9 +18,7 @@ from clo_recipes.share.runner import plan_for_run
 
 @pytest.fixture
 def stages(monkeypatch, tmp_path):
-    log = tmp_path / "calls.log"
-    use_share_stages(monkeypatch, log)
-    return log
+    return use_share_stages(monkeypatch, tmp_path / "calls.log")
 
 
 @pytest.fixture

@@ -22,9 +22,7 @@ def sha256(data: bytes) -> str:
 
 @pytest.fixture
 def stages(monkeypatch, tmp_path):
-    log = tmp_path / "calls.log"
-    use_share_stages(monkeypatch, log)
-    return log
+    return use_share_stages(monkeypatch, tmp_path / "calls.log")
 
 
 @pytest.fixture

@@ -139,14 +139,15 @@ def write_inputs(folder: Path) -> dict:
             "method": {"name": "clo", "baselines": ["sft"]}}
 
 
-def use_share_stages(monkeypatch, log: Path) -> None:
-    """Point every stage kind at this module."""
+def use_share_stages(monkeypatch, log: Path) -> Path:
+    """Point every stage kind at this module; returns `log`, where the calls are listed."""
     from clo_recipes.engine import stages as stage_table
 
     for kind, spec in list(stage_table.SPECS.items()):
         monkeypatch.setitem(stage_table.SPECS, kind, stage_table.StageSpec(
             kind, "share_stages", spec.reads, spec.version, spec.summary))
     monkeypatch.setenv("SHARE_STAGE_LOG", str(log))
+    return log
 
 
 def calls(log: Path) -> list:
