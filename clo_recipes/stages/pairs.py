@@ -61,6 +61,7 @@ def length_stats(tokenizer: Any, pairs: list[dict], target: str) -> dict[str, An
 
 
 def run(ctx: StageContext) -> dict:
+    from clo_recipes.training.gguf_cache import plain_model_section
     from clo_recipes.training.loading import load_tokenizer
 
     target = ctx.recipe.language
@@ -71,7 +72,7 @@ def run(ctx: StageContext) -> dict:
         raise StageError(f"no translated training samples in {translated_dir}", hint="see the translate stage's dropped.jsonl")
     for name, _, out_file in SPLITS:
         write_jsonl(ctx.work_dir / out_file, splits[name])
-    tokenizer = load_tokenizer(ctx.recipe.model)
+    tokenizer = load_tokenizer(plain_model_section(ctx.recipe.model, ctx.cache_dir))
     return {
         "pairs": len(splits["train"]),
         "eval_pairs": len(splits["eval"]),

@@ -23,6 +23,7 @@ def run(ctx: StageContext) -> dict:
 
     from clo_recipes.progress import progress_bar
     from clo_recipes.training.chat import ChatRenderer
+    from clo_recipes.training.gguf_cache import plain_model_section
     from clo_recipes.training.data import PREFERENCE_SEQUENCES, build_examples
     from clo_recipes.training.loading import load_model, load_tokenizer
     from clo_recipes.training.reference import REFERENCE_FILE, compute_reference, write_reference
@@ -30,13 +31,14 @@ def run(ctx: StageContext) -> dict:
     recipe = ctx.recipe
     hardware = recipe.hardware
     rows = list(read_jsonl(ctx.input("pairs") / "train.jsonl"))
-    tokenizer = load_tokenizer(recipe.model)
+    model_section = plain_model_section(recipe.model, ctx.cache_dir)  # a GGUF converts once
+    tokenizer = load_tokenizer(model_section)
     renderer = ChatRenderer(tokenizer)
     check = renderer.check(rows[0]["x_l"], rows[0]["y_l"]) if rows else None
     example_set = build_examples(rows, renderer, PREFERENCE_SEQUENCES, recipe.train.max_length)
     quantization = hardware.quantization or ("nf4" if recipe.adapter.kind == "qlora" else "none")
     accelerator = Accelerator(mixed_precision=MIXED_PRECISION[hardware.precision or "fp32"])
-    model = load_model(recipe.model, precision=hardware.precision, attention=hardware.attention,
+    model = load_model(model_section, precision=hardware.precision, attention=hardware.attention,
                        quantization=quantization, for_training=True)
     if quantization == "none":
         model = model.to(accelerator.device)

@@ -13,13 +13,14 @@ from clo_recipes.engine.context import StageContext, read_jsonl
 
 
 def run(ctx: StageContext) -> dict:
+    from clo_recipes.training.gguf_cache import plain_model_section
     from clo_recipes.training.loop import TrainJob, run_training
     from clo_recipes.training.reference import REFERENCE_FILE
 
     recipe = ctx.recipe
     job = TrainJob(
         arm=ctx.arm,
-        model=recipe.model,
+        model=plain_model_section(recipe.model, ctx.cache_dir),
         method=recipe.method,
         adapter=recipe.adapter,
         train=recipe.train,
