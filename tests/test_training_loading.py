@@ -115,7 +115,8 @@ def test_gguf_conversion_is_skipped_when_the_cache_disk_lacks_room(tiny, tmp_pat
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     tiny_section = ModelSection(base=str(tiny))
-    monkeypatch.setattr(loading, "load_model", lambda section, **kw: load_model(tiny_section, **kw))
+    loads = []
+    monkeypatch.setattr(loading, "load_model", lambda section, **kw: loads.append(1) or load_model(tiny_section, **kw))
     monkeypatch.setattr(loading, "load_tokenizer", lambda section: load_tokenizer(tiny_section))
     section = ModelSection(base=str(gguf), chat_template="{{ messages }}")
 
@@ -123,7 +124,11 @@ def test_gguf_conversion_is_skipped_when_the_cache_disk_lacks_room(tiny, tmp_pat
     monkeypatch.setattr(gguf_cache.shutil, "disk_usage", lambda path: usage._replace(free=2**30))
     with caplog.at_level("WARNING", logger="clo_recipes"):
         assert gguf_cache.plain_model_section(section, tmp_path / "cache") is section
-    assert "not caching the converted m.gguf" in caplog.text
+    assert "not caching the converted m.gguf" in caplog.text and loads == []  # no room even for 2x the file
+    # Room for twice the file but not for the dequantized weights: found out after loading.
+    monkeypatch.setattr(gguf_cache.shutil, "disk_usage",
+                        lambda path: usage._replace(free=gguf_cache.SPARE_BYTES + 100))
+    assert gguf_cache.plain_model_section(section, tmp_path / "cache") is section and loads == [1]
     assert not [p for p in (tmp_path / "cache" / "gguf").iterdir() if p.is_dir()]
 
     monkeypatch.setattr(gguf_cache.shutil, "disk_usage", lambda path: usage._replace(free=2**40))

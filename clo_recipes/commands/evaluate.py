@@ -28,8 +28,8 @@ def compare(
     """One paper-style table across runs: model x language x metric (and win rates vs a baseline run)."""
     from rich.console import Console
 
-    from clo_recipes.evaluation.compare import collect, judge_against_baseline, rich_table, write_comparison
     from clo_recipes.chat_endpoint import is_loopback
+    from clo_recipes.evaluation.compare import collect, judge_against_baseline, rich_table, write_comparison
     from clo_recipes.evaluation.judge import JudgeUnavailable
     from clo_recipes.evaluation.runs import load_run
 

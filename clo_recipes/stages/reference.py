@@ -23,8 +23,8 @@ def run(ctx: StageContext) -> dict:
 
     from clo_recipes.progress import progress_bar
     from clo_recipes.training.chat import ChatRenderer
-    from clo_recipes.training.gguf_cache import plain_model_section
     from clo_recipes.training.data import PREFERENCE_SEQUENCES, build_examples
+    from clo_recipes.training.gguf_cache import plain_model_section
     from clo_recipes.training.loading import load_model, load_tokenizer
     from clo_recipes.training.reference import REFERENCE_FILE, compute_reference, write_reference
 

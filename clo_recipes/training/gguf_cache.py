@@ -71,6 +71,10 @@ def converted_folder(gguf: Path, section: Any, cache_dir: Path) -> Path | None:
 def _convert(gguf: Path, section: Any, folder: Path) -> Path | None:
     from .loading import load_model, load_tokenizer
 
+    # fp32 takes at least twice the file (an fp16 GGUF): when even that does not fit, do not
+    # spend a load finding out.
+    if not _room_for(2 * gguf.stat().st_size, gguf, folder):
+        return None
     plain = section.model_copy(update={"tokenizer": None, "chat_template": None})
     try:
         model = load_model(plain, precision="fp32", for_training=True)
@@ -78,11 +82,7 @@ def _convert(gguf: Path, section: Any, folder: Path) -> Path | None:
         if "packed quantized blocks" in str(error):
             return None
         raise
-    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    free = shutil.disk_usage(folder.parent).free
-    if free < needed + SPARE_BYTES:
-        log.warning("not caching the converted %s: it needs %.1f GiB and %s has %.1f GiB free; "
-                    "every stage converts the file again", gguf.name, needed / 2**30, folder.parent, free / 2**30)
+    if not _room_for(sum(t.numel() * t.element_size() for t in model.state_dict().values()), gguf, folder):
         return None
     log.info("converting %s to safetensors in %s (once)", gguf.name, folder)
     partial = folder.with_name(folder.name + ".partial")
@@ -92,3 +92,12 @@ def _convert(gguf: Path, section: Any, folder: Path) -> Path | None:
     (partial / "converted_from.json").write_text(json.dumps({"gguf": str(gguf.resolve())}) + "\n", encoding="utf-8")
     partial.rename(folder)  # config.json appears only with the complete folder
     return folder
+
+
+def _room_for(needed: int, gguf: Path, folder: Path) -> bool:
+    free = shutil.disk_usage(folder.parent).free
+    if free >= needed + SPARE_BYTES:
+        return True
+    log.warning("not caching the converted %s: it needs %.1f GiB and %s has %.1f GiB free; "
+                "every stage converts the file again", gguf.name, needed / 2**30, folder.parent, free / 2**30)
+    return False
