@@ -36,7 +36,8 @@ def demo_run(tmp_path_factory):
                "--set", f"output_dir={out}"]
     for override in CUT_DOWN:
         command += ["--set", override]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    # Its own cache: the GGUF conversion happens here too, and nothing lands in ~/.cache.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "CLO_RECIPES_CACHE": str(out / "cache")}
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     return out / "demo-cpu-smollm2-it", first, again
@@ -62,6 +63,8 @@ def test_demo_trains_attention_only_and_reports_every_model(demo_run):
     assert [row["step"] for row in metrics if "step" in row][:2] == [1, 2]
     manifest = json.loads((train_dir / "manifest.json").read_text())
     assert manifest["outputs"]["trainable"] == "attention projections (120 modules)"
+
+    assert len(list((run_dir.parent / "cache" / "gguf").glob("*/model.safetensors"))) == 1  # converted once
 
     (report_dir,) = run_dir.glob("report-*")
     report = json.loads((report_dir / "report.json").read_text())
