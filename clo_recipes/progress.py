@@ -1,8 +1,8 @@
 """The progress bar of the model stages (reference, training, evaluation).
 
 tqdm on stderr, the same bars transformers shows while loading weights, so a run's output
-reads as one style. Callers turn them off on every process but the main one, and in tests
-(the stage option `quiet`).
+reads as one style. Callers turn them off on every process but the main one, and when the
+run's options say `quiet` (`StageContext.show_progress`).
 """
 
 from __future__ import annotations

@@ -28,6 +28,11 @@ class StageContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("clo_recipes"))
     options: dict[str, Any] = field(default_factory=dict)  # CLI flags a stage may honour (e.g. force)
 
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars on, unless the run was started with the option `quiet`."""
+        return not self.options.get("quiet", False)
+
     def input(self, kind: str) -> Path:
         """The one finished upstream directory of this kind (e.g. ``ctx.input("pairs")``)."""
         found = [path for stage_id, path in self.inputs.items() if stage_id.split("-", 1)[0] == kind]

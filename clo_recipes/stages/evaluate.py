@@ -189,7 +189,7 @@ def _bar(ctx: StageContext, total: int, what: str, *, unit: str, initial: int = 
     from clo_recipes.progress import progress_bar
 
     return progress_bar(total, f"evaluate {ctx.arm}: {what}", unit=unit, initial=initial,
-                        enabled=not ctx.options.get("quiet", False))
+                        enabled=ctx.show_progress)
 
 
 def _lm_eval(ctx: StageContext, model, tokenizer) -> dict:

@@ -44,7 +44,7 @@ def run(ctx: StageContext) -> dict:
         model = model.to(accelerator.device)
     started = time.perf_counter()
     bar = progress_bar(len(example_set.examples), f"reference {ctx.arm}", unit="sample",
-                       enabled=accelerator.is_main_process and not ctx.options.get("quiet", False))
+                       enabled=accelerator.is_main_process and ctx.show_progress)
     logps = compute_reference(model, example_set.examples, PREFERENCE_SEQUENCES, pad_id=tokenizer.pad_token_id,
                               device=accelerator.device, autocast=accelerator.autocast, progress=bar)
     bar.close()

@@ -30,6 +30,6 @@ def run(ctx: StageContext) -> dict:
         identity={"stage": ctx.stage_id, "recipe": recipe.values(), "inputs": sorted(p.name for p in ctx.inputs.values())},
         reference_file=ctx.input("reference") / REFERENCE_FILE if ctx.arm == "clo" else None,
         project=ctx.run_dir.name,
-        show_progress=not ctx.options.get("quiet", False),
+        show_progress=ctx.show_progress,
     )
     return run_training(job)
