@@ -132,7 +132,10 @@ def test_gguf_conversion_is_skipped_when_the_cache_disk_lacks_room(tiny, tmp_pat
     assert not [p for p in (tmp_path / "cache" / "gguf").iterdir() if p.is_dir()]
 
     monkeypatch.setattr(gguf_cache.shutil, "disk_usage", lambda path: usage._replace(free=2**40))
+    # The tokenizer-only caller never converts; it takes the folder once one exists.
+    assert gguf_cache.plain_model_section(section, tmp_path / "cache", convert=False) is section and loads == [1]
     plain = gguf_cache.plain_model_section(section, tmp_path / "cache")
+    assert gguf_cache.plain_model_section(section, tmp_path / "cache", convert=False).base == plain.base
     assert plain.chat_template == "{{ messages }}"  # the recipe's override still applies
     assert json.loads((Path(plain.base) / "converted_from.json").read_text())["gguf"] == str(gguf)
     gguf.write_bytes(b"GGUF, edited")  # another file: converted again, to another folder

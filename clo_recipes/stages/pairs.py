@@ -72,7 +72,7 @@ def run(ctx: StageContext) -> dict:
         raise StageError(f"no translated training samples in {translated_dir}", hint="see the translate stage's dropped.jsonl")
     for name, _, out_file in SPLITS:
         write_jsonl(ctx.work_dir / out_file, splits[name])
-    tokenizer = load_tokenizer(plain_model_section(ctx.recipe.model, ctx.cache_dir))
+    tokenizer = load_tokenizer(plain_model_section(ctx.recipe.model, ctx.cache_dir, convert=False))
     return {
         "pairs": len(splits["train"]),
         "eval_pairs": len(splits["eval"]),

@@ -2,8 +2,9 @@
 
 transformers converts a GGUF file on every `from_pretrained` (SmolLM2-135M on 2 CPU cores:
 28 s for the weights and 9 s for the tokenizer, against 0.5 s for both from safetensors),
-and a run loads its base model in up to five stages (pairs, reference, each training arm,
-the base evaluation). The first stage converts it into `<cache>/gguf/<stem>-<key>/`: fp32
+and a run loads its base model in up to four stages (reference, each training arm, the base
+evaluation; the pairs stage reads only the tokenizer, from the folder once it exists). The
+first stage that loads the model converts it into `<cache>/gguf/<stem>-<key>/`: fp32
 weights (exactly what the GGUF dequantizes to), config and tokenizer. The key hashes the
 file's path, size and modification time and the transformers version, so an edited file or
 another converter converts again. Stage fingerprints still hash the GGUF file itself.
@@ -31,15 +32,21 @@ log = logging.getLogger("clo_recipes")
 SPARE_BYTES = 2 * 2**30  # left free after the conversion, for checkpoints and outputs
 
 
-def plain_model_section(section: Any, cache_dir: Path | None) -> Any:
-    """`section` with a GGUF base replaced by its converted folder (converting on first use);
-    any other section unchanged. The tokenizer and chat-template overrides are kept."""
+def plain_model_section(section: Any, cache_dir: Path | None, *, convert: bool = True) -> Any:
+    """`section` with a GGUF base replaced by its converted folder (converting on first use,
+    unless `convert` is False: a stage that needs only the tokenizer should not load a whole
+    model to get it); any other section unchanged. The tokenizer and chat-template overrides
+    are kept."""
     if cache_dir is None:
         return section
     location = locate_model(section.base, section.gguf_file)
     if location.kind != "gguf":
         return section
-    folder = converted_folder(Path(location.path) / location.gguf_file, section, cache_dir)
+    gguf = Path(location.path) / location.gguf_file
+    if convert:
+        folder = converted_folder(gguf, section, cache_dir)
+    else:
+        folder = _finished(cache_dir / "gguf" / f"{gguf.stem}-{conversion_key(gguf)}")
     if folder is None:
         return section
     return section.model_copy(update={"base": str(folder), "gguf_file": None, "revision": None})
@@ -57,15 +64,18 @@ def converted_folder(gguf: Path, section: Any, cache_dir: Path) -> Path | None:
     """The converted folder of `gguf`, made now if missing; None if the file cannot be converted."""
     root = cache_dir / "gguf"
     folder = root / f"{gguf.stem}-{conversion_key(gguf)}"
-    if (folder / "config.json").is_file():
+    if _finished(folder):
         return folder
     root.mkdir(parents=True, exist_ok=True)
     # Several processes of one launch may arrive together: one converts, the others wait.
     with open(root / f"{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (folder / "config.json").is_file():
-            return folder
-        return _convert(gguf, section, folder)
+        return _finished(folder) or _convert(gguf, section, folder)
+
+
+def _finished(folder: Path) -> Path | None:
+    """`folder` if a conversion completed there (config.json arrives with the whole folder)."""
+    return folder if (folder / "config.json").is_file() else None
 
 
 def _convert(gguf: Path, section: Any, folder: Path) -> Path | None:
