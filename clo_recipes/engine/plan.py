@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..recipe.model_ref import PYPI_PREFIX, locate_model
+from ..model_ref import PYPI_PREFIX, locate_model
 from ..recipe.resolve import Resolved
+from .checks import check_stages
 from .fingerprint import DigestCache, stable_hash, tree_digest
 from .stages import SPECS, StageSpec
 from .store import RunStore
@@ -117,7 +118,9 @@ def make_plan(resolved: Resolved) -> Plan:
     digests = DigestCache(cache_dir / "file-digests.json")
     stages: list[PlannedStage] = []
     by_id: dict[str, PlannedStage] = {}
-    for stage_id, kind, arm, deps in _stage_list(resolved):
+    stage_list = _stage_list(resolved)
+    check_stages(resolved, [kind for _, kind, _, _ in stage_list])
+    for stage_id, kind, arm, deps in stage_list:
         spec = SPECS[kind]
         replacements = {}
         if arm not in (None, "base"):

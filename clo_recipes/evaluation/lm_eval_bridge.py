@@ -187,3 +187,9 @@ def extract_metrics(output: dict) -> dict[str, dict]:
             row["n"] = int(counted.get("effective", counted.get("original", 0)))
         metrics[task] = row
     return metrics
+
+
+def check_recipe(recipe) -> None:
+    """The evaluate stage's plan-time check (named in the stage table)."""
+    if recipe.eval.lm_eval_tasks:
+        check_task_names(recipe.eval.lm_eval_tasks)

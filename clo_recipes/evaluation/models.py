@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clo_recipes.recipe.model_ref import locate_model
+from clo_recipes.model_ref import locate_model
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import CloError
-from ..recipe.model_ref import locate_model
+from ..model_ref import locate_model
 from .known_models import KNOWN_MODELS
 
 

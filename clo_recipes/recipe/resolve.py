@@ -1,4 +1,4 @@
-"""Resolve a loaded recipe: absolute paths, the hardware profile filled in, machine checks,
+"""Resolve a loaded recipe: absolute paths, the hardware profile filled in, the batch check,
 and for every value where it came from (recipe line, extends file, --set, profile, default).
 """
 
@@ -8,7 +8,7 @@ import copy
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -194,41 +194,30 @@ def resolve(loaded: LoadedRecipe, *, profile_override: str | None = None) -> Res
     return Resolved(recipe, loaded, profile, provenance, get_language(recipe.language))
 
 
+def problems_from(check: Callable[[], None], location: Location) -> list[Problem]:
+    """Run one cross-check; its RecipeError, CloError or ValueError becomes problems placed at
+    `location` (the field it is about) unless the check placed them itself."""
+    from ..errors import CloError
+
+    try:
+        check()
+    except RecipeError as exc:
+        return list(exc.problems)
+    except (CloError, ValueError) as exc:
+        return [Problem(problem.message, problem.location or location, problem.hint)
+                for problem in getattr(exc, "problems", None) or [Problem(str(exc))]]
+    return []
+
+
 def _check_against_machine(recipe: Recipe, loaded: LoadedRecipe) -> None:
-    """Checks that need more than the schema: translator language support, lm-eval task
-    names, what the hardware can do. Each check is owned by its subsystem."""
-    problems: list[Problem] = []
-
-    def attempt(check, field: FieldPath) -> None:
-        try:
-            check()
-        except RecipeError as exc:
-            problems.extend(exc.problems)
-        except Exception as exc:  # noqa: BLE001 - a subsystem's CloError or ValueError
-            from ..errors import CloError
-
-            if isinstance(exc, (CloError, ValueError)):
-                location = loaded.location(field)
-                for problem in getattr(exc, "problems", None) or [Problem(str(exc))]:
-                    problems.append(Problem(problem.message, problem.location or location, problem.hint))
-            else:
-                raise
-
-    try:
-        from ..translation.support import check_language_support
-    except ImportError:
-        check_language_support = None
-    if check_language_support is not None:
-        attempt(lambda: check_language_support(recipe.translation, get_language(recipe.language)), ("translation", "model"))
-    try:
-        from ..evaluation.lm_eval_bridge import check_task_names
-    except ImportError:
-        check_task_names = None
-    if check_task_names is not None and recipe.eval.lm_eval_tasks:
-        attempt(lambda: check_task_names(recipe.eval.lm_eval_tasks), ("eval", "lm_eval_tasks"))
+    """The batch split against the hardware, the one check the recipe layer owns (hardware sits
+    below it). Checks that need a stage's subsystem (translator language support, lm-eval task
+    names) are named by the stage table and run by the engine at plan time
+    (`engine/checks.py`), so this layer imports nothing above it."""
     from ..hardware.batch import check_batch
 
-    attempt(lambda: check_batch(recipe), ("train", "global_batch_size"))
+    field = ("train", "global_batch_size")
+    problems = problems_from(lambda: check_batch(recipe), loaded.location(field))
     if problems:
         raise RecipeError(problems=problems)
 

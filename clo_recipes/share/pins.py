@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .. import __version__
 from ..engine.fingerprint import DigestCache, tree_digest
 from ..errors import CloError
-from ..recipe.model_ref import PYPI_PREFIX, locate_model
+from ..model_ref import PYPI_PREFIX, locate_model
 from ..recipe.schema import Recipe
 from .hub_refs import pin_hub
 

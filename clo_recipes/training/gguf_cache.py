@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CloError
-from ..recipe.model_ref import locate_model
+from ..model_ref import locate_model
 
 log = logging.getLogger("clo_recipes")
 

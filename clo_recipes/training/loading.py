@@ -2,7 +2,7 @@
 
 `model.base` may be a hub id (loaded at `model.revision`), a local folder, a GGUF file
 (dequantized by transformers on load) or `pypi:<package>` shipping a GGUF; see
-`clo_recipes.recipe.model_ref`. The recipe's numerics (precision, attention kernel, 4-bit
+`clo_recipes.model_ref`. The recipe's numerics (precision, attention kernel, 4-bit
 quantization) arrive already resolved from the hardware profile.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CloError
-from ..recipe.model_ref import ModelLocation, locate_model
+from ..model_ref import ModelLocation, locate_model
 
 log = logging.getLogger("clo_recipes")
 

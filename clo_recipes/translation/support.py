@@ -163,3 +163,8 @@ def check_language_support(translation: Any, language: Language | str) -> None:
     elif translation.backend == "memory":
         _check_memory(translation, language)
     # hf-causal and openai: an LLM can be asked for any language; fidelity is measured later.
+
+
+def check_recipe(recipe: Any) -> None:
+    """The translate stage's plan-time check (named in the stage table)."""
+    check_language_support(recipe.translation, get_language(recipe.language))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import CloError
+from .errors import CloError
 
 PYPI_PREFIX = "pypi:"
 
