@@ -95,7 +95,7 @@ def test_marian_opus_model_translates(marian):
 
 # --------------------------------------------------------------------------- language support
 def section(**values):
-    base = dict(backend="hf", model=None, revision=None, memory_file=None)
+    base = dict(backend="hf", model=None, revision=None, memory_file=None, round_trip=False)
     return SimpleNamespace(**{**base, **values})
 
 

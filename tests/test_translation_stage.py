@@ -67,7 +67,9 @@ def test_translate_stage_filters_and_lists_dropped_samples(tmp_path):
     ctx = make_context(recipe, "translate", tmp_path, inputs={"source": source_dir(tmp_path)})
     stats = translate.run(ctx)
     assert (stats["translated"], stats["eval_translated"], stats["dropped"]) == (3, 1, 5)
-    assert stats["dropped_by_reason"] == {"empty": 1, "copy": 1, "length_ratio": 1, "repetition": 1, "language": 1}
+    assert stats["dropped_by_reason"] == {"empty": 1, "copy": 1, "length_ratio": 1, "repetition": 1, "language": 1,
+                                          "round_trip": 0}
+    assert stats["round_trip"] is None  # not asked for: nothing back-translated, no score in the rows
     kept = list(read_jsonl(ctx.work_dir / "translated.jsonl"))
     assert [row["id"] for row in kept] == ["s0", "s1", "s2"]
     assert kept[0] == {"id": "s0", "prompt": "How long should I boil an egg?",

@@ -34,6 +34,10 @@ def build_translator(section: Any, *, src: str, tgt: str) -> Translator:
 
         return Seq2SeqTranslator(section.model, revision=section.revision, batch_size=section.batch_size,
                                  max_new_tokens=section.max_new_tokens, num_beams=section.num_beams)
+    if section.backend == "local":
+        from .local_mt import LocalMTTranslator
+
+        return LocalMTTranslator(section.model, batch_size=section.batch_size, threads=section.concurrency)
     examples = few_shot_examples(section, src, tgt)
     if section.backend == "hf-causal":
         from .hf_causal import CausalTranslator

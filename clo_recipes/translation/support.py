@@ -1,5 +1,7 @@
 """Can this translator produce the recipe's language? Answered at validate/plan time.
 
+The `local` backend's engines say which pairs they ship in their package files (`local_mt`).
+
 Pure file and name logic, no torch: the seq2seq family is recognised from the model id
 (`m2m100`, `nllb`, `madlad`, `opus-mt`), or, for a local folder or a model already in the
 hub cache, from its `config.json`. Each family's codes come from the language registry, so
@@ -154,12 +156,35 @@ def _check_memory(translation: Any, language: Language) -> None:
         )
 
 
+def _check_local(translation: Any, language: Language) -> None:
+    """The engine is installed and has en->target (and target->en for the round trip)."""
+    from .local_mt import check_pair, get_engine  # file reads only: the engine is not loaded
+
+    engine = get_engine(translation.model)
+    check_pair(engine, "en", language.iso1)
+    if translation.round_trip:
+        check_pair(engine, language.iso1, "en", " for translation.round_trip")
+
+
+def _check_round_trip_hf(translation: Any) -> None:
+    if translation.round_trip and detect_family(translation.model, translation.revision) == "opus-mt":
+        raise CloError(
+            f"translation.round_trip translates back into English, which {translation.model!r} "
+            "(opus-mt, one direction per model) cannot",
+            hint="use an M2M100, NLLB-200 or MADLAD-400 model, or turn translation.round_trip off",
+        )
+
+
 def check_language_support(translation: Any, language: Language | str) -> None:
-    """Raise CloError when `translation` (the recipe's section) cannot produce `language`."""
+    """Raise CloError when `translation` (the recipe's section) cannot produce `language`
+    (nor, with `round_trip`, translate it back into English)."""
     if isinstance(language, str):
         language = get_language(language)
     if translation.backend == "hf":
         _check_hf(translation, language)
+        _check_round_trip_hf(translation)
+    elif translation.backend == "local":
+        _check_local(translation, language)
     elif translation.backend == "memory":
         _check_memory(translation, language)
     # hf-causal and openai: an LLM can be asked for any language; fidelity is measured later.

