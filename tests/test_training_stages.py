@@ -134,16 +134,30 @@ def test_lora_writes_an_adapter_and_merged_weights(tiny, pairs, tmp_path):
 
 
 def test_accumulation_split_gives_the_same_step(tiny, pairs, tmp_path):
-    whole = training_recipe(tiny, "clo", max_steps=1)
-    whole["hardware"]["micro_batch_size"] = 8
-    split = training_recipe(tiny, "clo", max_steps=1)
-    split["hardware"]["micro_batch_size"] = 1
+    """One step of 8 samples as 1 micro-batch of 8 or 8 of 1: same loss, same update.
+
+    Compared in fp64. Adam's first step moves a weight by lr * g / (|g| + eps): a gradient
+    entry near zero maps summation-order noise δ to a weight change of up to lr * δ / eps
+    (eps = 1e-8). In fp32 δ ~ 1e-10 gives ~1e-6, the size of the whole difference seen on
+    AVX-512/AMX kernels; in fp64 δ ~ 1e-19 gives ~1e-14, so 1e-10 still holds with room
+    while staying 10^7 below the lr-sized change that a wrong gradient would cause.
+    """
+    def recipe(micro_batch: int) -> dict:
+        values = training_recipe(tiny, "clo", max_steps=1)
+        values["hardware"].update(micro_batch_size=micro_batch, precision="fp64")
+        return values
+
+    whole, split = recipe(8), recipe(1)
     reference = reference_dir(whole, tmp_path, pairs)
     one, _ = train(whole, tmp_path / "whole", pairs, reference=reference)
     eight, _ = train(split, tmp_path / "split", pairs, reference=reference)
-    assert metrics(one)[0]["loss"] == pytest.approx(metrics(eight)[0]["loss"], rel=1e-6)
-    a, b = weights(one.work_dir / "model"), weights(eight.work_dir / "model")
-    assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
+    assert metrics(one)[0]["loss"] == pytest.approx(metrics(eight)[0]["loss"], rel=1e-12)
+    a, b, base = weights(one.work_dir / "model"), weights(eight.work_dir / "model"), weights(tiny)
+    assert {tensor.dtype for tensor in a.values()} == {torch.float64}
+    moved = [name for name in a if not torch.equal(a[name], base[name].double())]
+    assert len(moved) == 8  # the attention projections did take a step (about lr per entry)
+    assert max((a[n] - base[n].double()).abs().max().item() for n in moved) > 1e-3
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-10
 
 
 RESUMABLE_RUN = """

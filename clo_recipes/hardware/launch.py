@@ -32,7 +32,7 @@ from .batch import derive_batch
 
 DEFAULT_PORT = 29500
 CONFIG_NAME = "accelerate_config.yaml"
-_MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+_MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no", "fp64": "no"}
 
 
 def _version_tuple(package: str) -> tuple[int, ...]:

@@ -82,7 +82,7 @@ class TrainingSetup:
 
     @property
     def compute_bytes(self) -> int:
-        return 4 if self.precision == "fp32" else 2
+        return {"fp64": 8, "fp32": 4}.get(self.precision, 2)
 
     @property
     def lora(self) -> bool:

@@ -35,6 +35,9 @@ def answer_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int =
     targets = labels[:, 1:][:, -(keep - 1):]
     mask = targets != ignore_index
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(targets)[mask]
-    token_logps = -F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="none")
+    # at least fp32 (half-precision logits are upcast; fp64 stays fp64 for numerical checks)
+    picked = logits[:, :-1][mask]
+    picked = picked.to(torch.promote_types(picked.dtype, torch.float32))
+    token_logps = -F.cross_entropy(picked, targets[mask], reduction="none")
     sums = torch.zeros(labels.shape[0], dtype=token_logps.dtype, device=logits.device).index_add(0, rows, token_logps)
     return SequenceLogps(sums, mask.sum(dim=1))

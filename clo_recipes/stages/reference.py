@@ -13,7 +13,7 @@ import time
 
 from clo_recipes.engine.context import StageContext, read_jsonl
 
-MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+MIXED_PRECISION = {"fp64": "no", "fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 def run(ctx: StageContext) -> dict:

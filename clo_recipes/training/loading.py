@@ -19,7 +19,7 @@ from ..model_ref import ModelLocation, locate_model
 
 log = logging.getLogger("clo_recipes")
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
 
 
 def _source_kwargs(location: ModelLocation, section: Any) -> tuple[str, dict[str, Any]]:
@@ -124,7 +124,7 @@ def load_model(model_section: Any, *, precision: str | None = "fp32", attention:
 
     precision = precision or "fp32"
     if precision not in DTYPES:
-        raise CloError(f"unknown precision {precision!r}", hint="use fp32, bf16 or fp16")
+        raise CloError(f"unknown precision {precision!r}", hint="use fp32, bf16, fp16 or fp64")
     quant = quantization_config(quantization or "none", precision)
     location = locate_model(model_section.base, model_section.gguf_file)
     source, kwargs = _source_kwargs(location, model_section)

@@ -34,7 +34,7 @@ from .reference import attach_reference, compute_reference, write_reference
 from .scope import apply_adapter
 from .trackers import flat_config, tracker_names
 
-MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+MIXED_PRECISION = {"fp64": "no", "fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 @dataclass
@@ -171,7 +171,7 @@ class Trainer:
         self.load_dtype = model.dtype
         model, self.scope = apply_adapter(model, job.adapter, gradient_checkpointing=bool(hardware.gradient_checkpointing))
         for _, param in trainable_parameters(model):
-            if param.dtype != torch.float32:  # fp32 master weights; compute runs under autocast
+            if param.dtype in (torch.float16, torch.bfloat16):  # fp32 master weights; compute runs under autocast
                 param.data = param.data.float()
         self.trainable_count = sum(p.numel() for _, p in trainable_parameters(model))
         self.total_count = sum(p.numel() for p in model.parameters())

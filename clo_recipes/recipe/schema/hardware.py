@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from .base import Section
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "fp64"]
 Sharding = Literal["none", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
 
 
@@ -23,7 +23,9 @@ class HardwareSection(Section):
     num_gpus: int | None = Field(default=None, ge=0, description="GPUs per machine (0 = CPU).")
     num_machines: int | None = Field(default=None, ge=1, description="Machines (multi-node).")
     gpu_memory_gb: float | None = Field(default=None, gt=0, description="Memory per GPU, GiB.")
-    precision: Precision | None = Field(default=None, description="Compute dtype.")
+    precision: Precision | None = Field(
+        default=None, description="Compute dtype; `fp64` is for numerical checks on CPU (bit-level comparisons of runs)."
+    )
     quantization: Literal["none", "nf4"] | None = Field(
         default=None, description="4-bit NF4 base weights (bitsandbytes); implied by `adapter.kind: qlora`."
     )
