@@ -24,6 +24,7 @@ from .runs import FinishedRun
 METRICS: tuple[tuple[str, str], ...] = (
     ("fidelity", "fidelity"), ("fidelity_en", "fidelity en"),
     ("mc", "MC acc"), ("mc_en", "MC acc en"),
+    ("nll", "NLL"), ("nll_en", "NLL en"),
     ("win", "win"), ("win_en", "win en"),
     ("xwin", "win vs baseline run"), ("xwin_en", "win en vs baseline run"),
 )
@@ -33,7 +34,7 @@ def relative_metrics(row: dict[str, Any], target: str) -> dict[str, Any]:
     """A `headline()` row with the target-language code replaced by the generic names."""
     out = {}
     for key, stats in row.items():
-        for prefix in ("fidelity", "mc", "win"):
+        for prefix in ("fidelity", "mc", "nll", "win"):
             if key == f"{prefix}_{target}":
                 out[prefix] = stats
             elif key == f"{prefix}_en":
@@ -155,9 +156,10 @@ def rich_table(comparison: Comparison):
         for metric in metrics:
             table.add_column(f"{language} · {_header(metric, comparison.baseline)}", justify="right")
     for row in comparison.rows():
-        table.add_row(row, *[fmt_share(comparison.cell(row, language, metric), metric.startswith(("fidelity", "win", "xwin")))
+        table.add_row(row, *[fmt_share(comparison.cell(row, language, metric), metric.startswith(("fidelity", "nll", "win", "xwin")))
                              for language in comparison.languages for metric in metrics])
-    table.caption = "\n".join(["% [95% interval]; fidelity and win rates per prompt language", *comparison.notes])
+    table.caption = "\n".join(["% [95% interval]; fidelity and win rates per prompt language; "
+                               "NLL in nats per token (lower is better)", *comparison.notes])
     table.caption_justify = "left"
     return table
 
@@ -168,7 +170,7 @@ def markdown(comparison: Comparison) -> str:
                           for language in comparison.languages for metric in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in comparison.rows():
-        cells = [fmt_share(comparison.cell(row, language, metric), metric.startswith(("fidelity", "win", "xwin")))
+        cells = [fmt_share(comparison.cell(row, language, metric), metric.startswith(("fidelity", "nll", "win", "xwin")))
                  for language in comparison.languages for metric in metrics]
         lines.append("| " + " | ".join([row, *cells]) + " |")
     return "\n".join(["# Comparison", "", *lines, "", *[f"- {note}" for note in comparison.notes]]).rstrip() + "\n"

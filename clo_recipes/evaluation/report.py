@@ -44,8 +44,9 @@ def pick_examples(answers: dict[str, list[dict]], target: str, count: int) -> li
 
 def build_report(*, name: str, language: str, method: str, baselines: list[str],
                  evaluations: dict[str, dict], judge: dict | None, examples: list[dict],
-                 judge_settings: dict | None = None) -> dict:
-    """The report document. `evaluations` maps model label -> its evaluate `metrics.json`."""
+                 judge_settings: dict | None = None, translation: dict | None = None) -> dict:
+    """The report document. `evaluations` maps model label -> its evaluate `metrics.json`;
+    `translation` is the translate stage's outputs (counts, drops, round-trip chrF)."""
     order = model_order(method, baselines, list(evaluations))
     skipped = [{"model": label, **entry} for label in order for entry in evaluations[label].get("skipped", [])]
     if judge is not None and judge.get("status") == "skipped":
@@ -60,6 +61,7 @@ def build_report(*, name: str, language: str, method: str, baselines: list[str],
                            "suites": evaluations[label].get("suites", {})} for label in order},
         "judge": judge,
         "judge_settings": judge_settings,
+        "translation": translation,
         "skipped": skipped,
         "examples": examples,
     }
@@ -77,6 +79,10 @@ def headline(report: dict) -> dict[str, dict[str, Any]]:
         for lang, stats in suites.get("mc", {}).get("by_language", {}).items():
             row[f"mc_{lang}"] = {"value": stats["acc"], "low": None, "high": None, "n": stats["n"]}
             row[f"mc_norm_{lang}"] = {"value": stats["acc_norm"], "low": None, "high": None, "n": stats["n"]}
+        for lang, stats in suites.get("nll", {}).items():  # nats per answer token, lower is better
+            if stats.get("nll") is not None:
+                row[f"nll_{lang}"] = {"value": stats["nll"], "low": stats["low"], "high": stats["high"],
+                                      "n": stats["n"], "kind": "nll", "ppl": stats["ppl"]}
         for task, stats in suites.get("lm_eval", {}).items():
             metric = next((m for m in ("acc_norm", "acc", "exact_match") if m in stats), None)
             if metric:
@@ -94,6 +100,11 @@ def headline(report: dict) -> dict[str, dict[str, Any]]:
 def fmt_share(stats: dict | None, with_interval: bool = True) -> str:
     if not stats or stats.get("value") is None:
         return "–"
+    if stats.get("kind") == "nll":  # not a share: nats per token, three decimals
+        text = f"{stats['value']:.3f}"
+        if with_interval and stats.get("low") is not None:
+            text += f" [{stats['low']:.3f}–{stats['high']:.3f}]"
+        return text
     text = f"{stats['value'] * 100:.1f}"
     if with_interval and stats.get("low") is not None:
         text += f" [{stats['low'] * 100:.1f}–{stats['high'] * 100:.1f}]"
@@ -134,6 +145,17 @@ def render_markdown(report: dict) -> str:
                            + [" / ".join(str(rows[label].get(f"mc_{lang}", {}).get("n", "–")) for lang in langs)]
                            for label in labels]), ""]
 
+    if any(f"nll_{lang}" in rows[label] for label in labels for lang in langs):
+        out += ["## Held-out answer likelihood", "",
+                "NLL of the held-out reference answers given their queries (chat template, answer tokens only), "
+                "nats per token [95% sample-bootstrap interval], and perplexity; lower is better. "
+                f"{target}: the translated answer to the translated query; en: the English pair.", "",
+                _md_table(["model"] + [f"{lang} NLL" for lang in langs] + [f"{lang} ppl" for lang in langs] + ["n"],
+                          [[label] + [fmt_share(rows[label].get(f"nll_{lang}")) for lang in langs]
+                           + [f"{rows[label][f'nll_{lang}']['ppl']:.2f}" if f"nll_{lang}" in rows[label] else "–"
+                              for lang in langs]
+                           + [str(rows[label].get(f"nll_{target}", {}).get("n", "–"))] for label in labels]), ""]
+
     lm_rows = []
     for label in labels:
         for task, stats in report["models"][label]["suites"].get("lm_eval", {}).items():
@@ -156,6 +178,8 @@ def render_markdown(report: dict) -> str:
                                          for lang, s in judge["models"][label].items())]
                            for label in judged]), ""]
 
+    out += translation_section(report.get("translation"))
+
     if report["skipped"]:
         out += ["## Skipped", ""]
         out += [f"- **{entry['suite']}**" + (f" ({entry['model']})" if entry.get("model") else "")
@@ -170,6 +194,27 @@ def render_markdown(report: dict) -> str:
             out += [_md_table([f"{label} ({answers[label]['lang']})" for label in answers],
                               [[_md_cell(answers[label]["text"]) for label in answers]]), ""]
     return "\n".join(out)
+
+
+def translation_section(translation: dict | None) -> list[str]:
+    """The training data's translation: what was kept and dropped, and the round-trip chrF."""
+    if not translation:
+        return []
+    drops = ", ".join(f"{reason} {count}" for reason, count in translation.get("dropped_by_reason", {}).items() if count)
+    who = f"`{translation['backend']}`" + (f" ({translation['model']})" if translation.get("model") else "")
+    out = ["## Translation", "",
+           f"{who} en→{translation['language']}: {translation['translated']} training and "
+           f"{translation['eval_translated']} held-out samples kept, {translation['dropped']} dropped"
+           + (f" ({drops})" if drops else "") + "; `dropped.jsonl` of the translate stage lists them.", ""]
+    trip = translation.get("round_trip")
+    if trip and trip.get("count"):
+        quantiles = ["min", "p10", "p25", "median", "p75", "p90", "max"]
+        out += [f"Round trip {translation['language']}→en: chrF (0-100) of each back-translation against its "
+                "English source; a sample scores the lower of its query and answer.", "",
+                _md_table(["samples", "mean", *quantiles, f"dropped (< {trip['threshold']:g})"],
+                          [[str(trip["count"]), f"{trip['mean']:.1f}", *(f"{trip[q]:.1f}" for q in quantiles),
+                            str(trip["dropped"])]]), ""]
+    return out
 
 
 def write_plots(report: dict, folder: Path) -> list[Path]:

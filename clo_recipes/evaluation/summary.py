@@ -14,7 +14,8 @@ def summary_table(report: dict) -> Table:
     langs = [target, "en"]
     rows = headline(report)
     columns: list[tuple[str, str, bool]] = []  # (metric key prefix, header, show interval)
-    for prefix, header, interval in (("fidelity", "fidelity", True), ("mc", "MC acc", False), ("win", "win rate", True)):
+    for prefix, header, interval in (("fidelity", "fidelity", True), ("mc", "MC acc", False), ("nll", "NLL", True),
+                                     ("win", "win rate", True)):
         if any(f"{prefix}_{lang}" in row for row in rows.values() for lang in langs):
             columns += [(f"{prefix}_{lang}", f"{header} {lang}", interval) for lang in langs]
     tasks = sorted({key for row in rows.values() for key, stats in row.items() if "metric" in stats})
@@ -32,6 +33,8 @@ def summary_table(report: dict) -> Table:
         cells += [fmt_share(row.get(task), False) for task in tasks]
         table.add_row(label, *cells)
     notes = ["% of answers in the prompt's language / accuracy / win rate (ties ½), [95% interval]"]
+    if any(key.startswith("nll_") for key, _, _ in columns):
+        notes.append("NLL: nats per token of the held-out reference answers, lower is better [95% bootstrap]")
     notes += [f"skipped {entry['suite']}" + (f" ({entry['model']})" if entry.get("model") else "")
               + f": {entry['reason']}" for entry in report.get("skipped", [])]
     table.caption = "\n".join(notes)

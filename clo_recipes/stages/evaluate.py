@@ -5,6 +5,8 @@ Writes into its folder:
   (greedy answers to the held-out prompts, in English and the target language; what the
   fidelity suite scores and the judge compares),
 - `mc_details.jsonl`: per question, the option log-likelihoods and picks,
+- `nll_details.jsonl`: per held-out pair and language, the reference answer's summed NLL and
+  token count (what the `nll` suite averages; see `evaluation/nll.py`),
 - `metrics.json`: `{"stage": "evaluate", "model", "language", "suites": {...}, "skipped": [...]}`.
 
 Generation checkpoints into `answers.partial.jsonl`, so an interrupted stage resumes where it
@@ -71,6 +73,11 @@ def run(ctx: StageContext) -> dict:
             results["fidelity"] = fidelity_metrics((row["lang"], row["answer_lang"]) for row in answers)
 
     wants_lm_eval = "lm_eval" in suites or bool(settings.lm_eval_tasks)
+    if "nll" in suites:
+        model, tokenizer = loaded.get()
+        started = time.perf_counter()
+        results["nll"] = _answer_likelihood(ctx, model, tokenizer, target)
+        timings["nll_s"] = round(time.perf_counter() - started, 2)
     if "mc" in suites or wants_lm_eval:
         model, tokenizer = loaded.get()
         if "mc" in suites:
@@ -185,6 +192,19 @@ def _multiple_choice(ctx: StageContext, model, tokenizer, target: str) -> tuple[
     return {"by_language": by_language, "sets": by_set}, skipped
 
 
+def _answer_likelihood(ctx: StageContext, model, tokenizer, target: str) -> dict:
+    """The `nll` suite on the held-out pairs (the first `eval.max_prompts` of them)."""
+    from clo_recipes.evaluation.nll import nll_suite
+
+    rows = list(read_jsonl(ctx.input("pairs") / "eval.jsonl"))[: ctx.recipe.eval.max_prompts]
+    bar = _bar(ctx, 2 * len(rows), "held-out answer NLL", unit="answer")
+    metrics, details = nll_suite(model, tokenizer, rows, target, batch_size=ctx.recipe.eval.batch_size,
+                                 max_length=ctx.recipe.train.max_length, progress=bar)
+    bar.close()
+    write_jsonl(ctx.work_dir / "nll_details.jsonl", details)
+    return metrics
+
+
 def _bar(ctx: StageContext, total: int, what: str, *, unit: str, initial: int = 0):
     from clo_recipes.progress import progress_bar
 
@@ -211,4 +231,6 @@ def _manifest_summary(metrics: dict, answers: int) -> dict:
         summary[f"fidelity_{lang}"] = values["share"]
     for lang, values in metrics["suites"].get("mc", {}).get("by_language", {}).items():
         summary[f"mc_acc_{lang}"] = values["acc"]
+    for lang, values in metrics["suites"].get("nll", {}).items():
+        summary[f"nll_{lang}"] = values["nll"]
     return summary

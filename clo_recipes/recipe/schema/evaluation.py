@@ -8,7 +8,7 @@ from pydantic import Field
 
 from .base import Section
 
-Suite = Literal["fidelity", "mc", "judge", "lm_eval"]
+Suite = Literal["fidelity", "mc", "nll", "judge", "lm_eval"]
 
 
 class JudgeSection(Section):
@@ -29,10 +29,12 @@ class JudgeSection(Section):
 
 class EvalSection(Section):
     suites: list[Suite] = Field(
-        default_factory=lambda: ["fidelity", "mc"],
+        default_factory=lambda: ["fidelity", "mc", "nll"],
         description=(
             "`fidelity`: share of answers in the prompt's language; `mc`: multiple-choice "
-            "log-likelihood accuracy in English and the target language; `judge`: pairwise "
+            "log-likelihood accuracy in English and the target language; `nll`: per-token NLL "
+            "and perplexity of the held-out reference answers (target language and English, "
+            "through the chat template, bootstrap interval); `judge`: pairwise "
             "LLM-judge win rate; `lm_eval`: lm-evaluation-harness tasks by name."
         ),
     )
