@@ -54,6 +54,7 @@ def main() -> None:
     scores = [score for source, back_text in zip(texts, english)
               if (score := round_trip_chrf(source, back_text)) is not None]
     print("round-trip chrF per text:", json.dumps(summarise(scores, threshold=0, dropped=0)))
+    print("texts below chrF 30 / 50:", sum(score < 30 for score in scores), "/", sum(score < 50 for score in scores))
 
 
 if __name__ == "__main__":
