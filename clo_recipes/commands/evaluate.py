@@ -62,39 +62,61 @@ def compare(
 
 
 def sweep(
-    file: Path = typer.Argument(..., help="Recipe file every grid point starts from."),
-    grid: List[str] = typer.Option(..., "--grid", help="FIELD=V1,V2,... (repeatable), e.g. --grid data.samples=800,1600"),
+    file: Path = typer.Argument(..., help="A sweep file (recipe, grid, metrics), or the recipe every grid point starts from."),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="FIELD=V1,V2,... (repeatable), e.g. --grid data.samples=800,1600"),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override for every point (repeatable)."),
-    metric: Optional[str] = typer.Option(
-        None, "--metric", help="win, win_en, fidelity, fidelity_en, mc, mc_en (default: win if judged, else fidelity)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the plot and table (default <output_dir>/<name>-sweep)."),
+    metric: Optional[List[str]] = typer.Option(
+        None, "--metric", help="win, win_en, fidelity, fidelity_en, mc, mc_en, nll, nll_en (repeatable; "
+                               "default: the sweep file's, else win if judged, else fidelity)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the plots and table (default <output_dir>/<name>-sweep)."),
+    reuse: bool = typer.Option(True, "--reuse/--no-reuse", help="Reuse and slice finished stages across points."),
 ) -> None:
-    """Run a grid of recipe variants and plot a metric against sample count, one line per method."""
+    """Run a grid of recipe variants and plot metrics against sample count, one line per method."""
     from rich.console import Console
     from rich.table import Table
 
+    from clo_recipes.errors import CloError
     from clo_recipes.evaluation.sweep import (
-        choose_metric, expand_grid, parse_grid, point_overrides, run_sweep, sweep_table_rows, write_sweep)
+        choose_metric, expand_grid, is_sweep_file, load_sweep_file, parse_grid, point_overrides, run_sweep,
+        sweep_table_rows, write_sweep)
     from clo_recipes.recipe.load import load_recipe
 
     console = Console()
-    axes = parse_grid(grid)
-    recipe = load_recipe(file, overrides or []).recipe
+    specs, extra, metrics = list(grid or []), list(overrides or []), list(metric or [])
+    if is_sweep_file(file):
+        spec = load_sweep_file(file)
+        given = {item.partition("=")[0].strip() for item in specs}
+        specs = [item for item in spec.grid if item.partition("=")[0] not in given] + specs
+        file, extra, metrics = spec.recipe, spec.overrides + extra, metrics or spec.metrics
+        out = out or spec.out
+    elif not specs:
+        raise CloError(f"{file} is a recipe, so the sweep needs at least one --grid",
+                       hint="add --grid data.samples=800,1600, or pass a sweep file (recipes/sweeps/)")
+    axes = parse_grid(specs)
+    recipe = load_recipe(file, extra).recipe
     for point in expand_grid(axes):  # a misspelt field or value fails now, not after hours of runs
-        load_recipe(file, point_overrides(recipe.name, point, overrides or []))
-    if metric is not None:
-        choose_metric([], metric)
-    points = run_sweep(file, axes, base_name=recipe.name, extra=overrides or [], console=console)
-    chosen = choose_metric(points, metric)
-    header, rows = sweep_table_rows(points, chosen)
-    table = Table(title=f"sweep {recipe.name}: {chosen}", title_justify="left")
+        load_recipe(file, point_overrides(recipe.name, point, extra))
+    for wanted in metrics:
+        choose_metric([], wanted)
+    folder = out or Path(recipe.output_dir).expanduser() / f"{recipe.name}-sweep"
+    title = f"{recipe.name}: against training samples"
+
+    def chosen_metrics(points) -> list[str]:
+        return metrics or [choose_metric(points, None)]
+
+    def save(points) -> None:  # after every point, so an interrupted sweep still shows what it has
+        write_sweep(points, axes, chosen_metrics(points), folder, title=title)
+
+    points = run_sweep(file, axes, base_name=recipe.name, extra=extra, console=console, reuse=reuse, on_point=save)
+    chosen = chosen_metrics(points)
+    header, rows = sweep_table_rows(points, chosen[0])
+    table = Table(title=f"sweep {recipe.name}: {chosen[0]}", title_justify="left")
     for column in header:
-        table.add_column(column, justify="right" if column in (chosen, "n") else "left")
+        table.add_column(column, justify="right" if column in (chosen[0], "n") else "left")
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    folder = out or Path(recipe.output_dir).expanduser() / f"{recipe.name}-sweep"
-    written = write_sweep(points, axes, chosen, folder, title=f"{recipe.name}: {chosen} against training samples")
+    written = write_sweep(points, axes, chosen, folder, title=title)
     console.print("Wrote " + ", ".join(str(path) for path in written))
     if any(point.error for point in points):
         raise typer.Exit(1)

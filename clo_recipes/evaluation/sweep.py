@@ -1,18 +1,27 @@
-"""`clo-recipe sweep`: run a grid of recipe overrides and draw the paper's data-efficiency plot.
+"""`clo-recipe sweep`: run a grid of recipe overrides and draw the paper's data-efficiency plots.
 
-`--grid method.name=clo,sft --grid data.samples=800,1600` expands to the four combinations;
-each runs as its own run (named `<name>-clo-800`, ...) through the engine, so translation
-and reference work are shared through the caches, and a finished point is skipped on a
-re-run. The plot shows a metric of each point's trained model against the sample count, one
-line per method (the paper's Figure: win rate against sample count).
+`--grid method.name=clo,sft --grid data.samples=800,1600` expands to the four combinations
+(or a sweep file names the recipe, the grid and the metrics, see `load_sweep_file`); each
+point runs as its own run (named `<name>-clo-800`, ...) through the engine. Points run
+largest sample count first, and the engine's finished stages are reused across points
+(`engine/reuse.py`): a stage with the same fingerprint in another point's run is linked over,
+and the data stages, reference log-probs and base-model evaluation of a smaller point are
+sliced from the largest point, since sampling is nested. A finished point is skipped, an
+interrupted one resumes.
+
+Seeds (`train.seed`, `data.seed`) are an axis like any other, but the tables and plots
+aggregate over them: each (sample count, method) shows the mean over seeds and its spread
+(min-max), and the reading asks the paper's question: does CLO at n match SFT at 2n?
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,11 +32,15 @@ from .report import fmt_share, headline
 
 # `--grid method=clo,sft` means the method's name (a section cannot be set to a string).
 ALIASES = {"method": "method.name"}
+SEED_AXES = ("train.seed", "data.seed")
 METRIC_LABELS = {
     "win": "judge win rate, target-language prompts", "win_en": "judge win rate, English prompts",
     "fidelity": "answers in the target language", "fidelity_en": "answers in English to English prompts",
     "mc": "multiple-choice accuracy, target language", "mc_en": "multiple-choice accuracy, English",
+    "nll": "held-out answer NLL, target language (nats/token)",
+    "nll_en": "held-out answer NLL, English (nats/token)",
 }
+LOWER_IS_BETTER = {"nll", "nll_en"}
 
 
 def parse_grid(specs: list[str]) -> list[tuple[str, list[str]]]:
@@ -45,6 +58,51 @@ def parse_grid(specs: list[str]) -> list[tuple[str, list[str]]]:
     if not axes:
         raise CloError("a sweep needs at least one --grid")
     return axes
+
+
+@dataclass
+class SweepFile:
+    recipe: Path
+    grid: list[str]  # `FIELD=V1,V2` specs, as on the command line
+    overrides: list[str]
+    metrics: list[str]
+    out: Path | None
+
+
+def load_sweep_file(path: Path) -> SweepFile:
+    """A sweep file: `recipe:` (relative to the file), `grid: {field: [values]}`, optional
+    `set: {field: value}` for every point, `metrics: [...]` and `out:`."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise CloError(f"{path} is not valid YAML: {error}") from None
+    hint = "a sweep file has `recipe: <file>`, `grid: {data.samples: [32, 64]}` and optionally `set:`, `metrics:`, `out:`"
+    unknown = set(data) - {"recipe", "grid", "set", "metrics", "out"} if isinstance(data, dict) else set()
+    if not isinstance(data, dict) or not data.get("recipe") or not isinstance(data.get("grid"), dict) or unknown:
+        raise CloError(f"{path} is not a sweep file" + (f" (unknown keys: {', '.join(sorted(unknown))})" if unknown else ""),
+                       hint=hint)
+    base = Path(path).parent
+    grid = [f"{key}=" + ",".join(str(v) for v in (values if isinstance(values, list) else [values]))
+            for key, values in data["grid"].items()]
+    overrides = [f"{key}={json.dumps(value)}" for key, value in (data.get("set") or {}).items()]
+    metrics = data.get("metrics") or []
+    for metric in metrics:
+        if metric not in METRIC_LABELS:
+            raise CloError(f"{path}: unknown sweep metric '{metric}'", hint=f"choose from {', '.join(METRIC_LABELS)}")
+    out = base / data["out"] if data.get("out") else None
+    return SweepFile(base / data["recipe"], grid, overrides, list(metrics), out)
+
+
+def is_sweep_file(path: Path) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "grid" in data and "recipe" in data
 
 
 def expand_grid(axes: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
@@ -71,6 +129,7 @@ class SweepPoint:
     model: str | None  # the point's trained model label
     metrics: dict[str, Any]  # relative metric names (see compare.relative_metrics)
     error: str | None = None
+    stages: dict[str, dict] = field(default_factory=dict)  # stage id -> {"status", "seconds"}
 
 
 def point_result(point: dict[str, str], name: str, run_dir: Path) -> SweepPoint:
@@ -85,28 +144,119 @@ def point_result(point: dict[str, str], name: str, run_dir: Path) -> SweepPoint:
     return SweepPoint(point, name, run_dir, label, relative_metrics(row, run.language))
 
 
+def run_order(points: list[dict[str, str]]) -> list[int]:
+    """Indices of the points, largest `data.samples` first (so smaller points can be sliced
+    from it), grid order otherwise."""
+    def size(index: int) -> float:
+        value = points[index].get("data.samples")
+        return -float(value) if value is not None else 0.0
+
+    return sorted(range(len(points)), key=lambda index: (size(index), index))
+
+
 def run_sweep(recipe: Path, axes: list[tuple[str, list[str]]], *, base_name: str, extra: list[str] = (),
-              runner: Callable | None = None, console=None) -> list[SweepPoint]:
-    """Run every grid point in order through the engine (`run_recipe_file`). A failed point is
-    recorded with its error and the sweep goes on; the plot then shows the others."""
-    if runner is None:
-        from clo_recipes.engine.run import run_recipe_file as runner
-    results = []
-    for index, point in enumerate(expand_grid(axes), start=1):
-        name = point_name(base_name, point)
+              runner: Callable | None = None, console=None, reuse: bool = True,
+              on_point: Callable[[list[SweepPoint]], None] | None = None) -> list[SweepPoint]:
+    """Every grid point through the engine, in grid order in the result. A failed point is
+    recorded with its error and the sweep goes on. `runner(recipe, overrides, console=)`
+    replaces the engine (tests); `on_point(results so far)` hears of each finished point."""
+    points = expand_grid(axes)
+    if runner is not None:
+        results = []
+        for point in points:
+            results.append(_run_with_runner(recipe, point, base_name, list(extra), runner, console))
+            if on_point:
+                on_point(results)
+        return results
+    return _run_with_engine(recipe, points, base_name=base_name, extra=list(extra), console=console, reuse=reuse,
+                            on_point=on_point)
+
+
+def _run_with_runner(recipe, point, base_name, extra, runner, console) -> SweepPoint:
+    name = point_name(base_name, point)
+    try:
+        outcome = runner(recipe, point_overrides(base_name, point, extra), console=console)
+    except CloError as error:
+        return SweepPoint(point, name, None, None, {}, error.render())
+    if not getattr(outcome, "ok", True):
+        failed = [o.id for o in outcome.outcomes if o.status not in ("ran", "cached", "skipped")]
+        return SweepPoint(point, name, outcome.run_dir, None, {}, f"stages not finished: {failed}")
+    return point_result(point, name, outcome.run_dir)
+
+
+def _run_with_engine(recipe: Path, points: list[dict[str, str]], *, base_name: str, extra: list[str], console,
+                     reuse: bool, on_point) -> list[SweepPoint]:
+    from clo_recipes.engine.plan import make_plan
+    from clo_recipes.engine.reuse import reuse_stages
+    from clo_recipes.engine.run import execute
+    from clo_recipes.recipe.load import load_recipe
+    from clo_recipes.recipe.resolve import resolve
+
+    def plan_for(point: dict[str, str]):
+        return make_plan(resolve(load_recipe(recipe, point_overrides(base_name, point, extra))))
+
+    pool = [plan_for(point).run_dir for point in points]  # every point's run folder, for reuse
+    sizes = [float(p["data.samples"]) for p in points if "data.samples" in p]
+    largest = max(sizes) if sizes else None
+    results: dict[int, SweepPoint] = {}
+    for step, index in enumerate(run_order(points), start=1):
+        point, name = points[index], point_name(base_name, points[index])
         if console is not None:
-            console.rule(f"sweep {index}: {name}  ({', '.join(f'{k}={v}' for k, v in point.items())})")
+            console.rule(f"sweep {step}/{len(points)}: {name}  ({', '.join(f'{k}={v}' for k, v in point.items())})")
+        stages: dict[str, dict] = {}
         try:
-            outcome = runner(recipe, point_overrides(base_name, point, list(extra)), console=console)
+            plan = plan_for(point)
+            if all(stage.status == "done" for stage in plan.stages):
+                if console is not None:
+                    console.print("[green]✓ point finished earlier, skipped[/]")
+                results[index] = point_result(point, name, plan.run_dir)
+                results[index].stages = {s.id: {"status": "cached", "seconds": 0.0} for s in plan.stages}
+                _tell(on_point, results, points)
+                continue
+            donor = None
+            if reuse and largest is not None and float(point["data.samples"]) != largest:
+                donor = plan_for({**point, "data.samples": _number(largest)})
+            outcomes = []
+            if reuse:  # data stages first, then what needs the (run) pairs stage
+                stages.update(_reused(reuse_stages(plan, pool=pool, donor=donor), console))
+                if any(s.kind == "pairs" and s.status != "done" for s in plan.stages) and \
+                        plan.stage("translate").status == "done":
+                    outcomes += execute(plan, only=["pairs"], console=console).outcomes
+                    stages.update(_reused(reuse_stages(plan, pool=pool, donor=donor), console))
+            result = execute(plan, console=console)
         except CloError as error:
-            results.append(SweepPoint(point, name, None, None, {}, error.render()))
+            results[index] = SweepPoint(point, name, None, None, {}, error.render(), stages)
+            _tell(on_point, results, points)
             continue
-        if not getattr(outcome, "ok", True):
-            failed = [o.id for o in outcome.outcomes if o.status not in ("ran", "cached", "skipped")]
-            results.append(SweepPoint(point, name, outcome.run_dir, None, {}, f"stages not finished: {failed}"))
-            continue
-        results.append(point_result(point, name, outcome.run_dir))
-    return results
+        for outcome in [*outcomes, *result.outcomes]:
+            if outcome.status == "ran" or outcome.id not in stages:
+                stages[outcome.id] = {"status": outcome.status, "seconds": round(outcome.seconds, 3)}
+        if not result.ok:
+            failed = [o.id for o in result.outcomes if o.status not in ("ran", "cached", "skipped")]
+            results[index] = SweepPoint(point, name, result.run_dir, None, {}, f"stages not finished: {failed}", stages)
+        else:
+            results[index] = point_result(point, name, result.run_dir)
+            results[index].stages = stages
+        _tell(on_point, results, points)
+    return [results[index] for index in range(len(points))]
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _reused(entries: list[dict], console) -> dict[str, dict]:
+    found = {}
+    for entry in entries:
+        if console is not None:
+            console.print(f"[green]✓ {entry['stage']}[/] reused ({entry['how']}) [dim]{entry['from']}[/]")
+        found[entry["stage"]] = {"status": "reused", "how": entry["how"], "seconds": 0.0}
+    return found
+
+
+def _tell(on_point, results: dict[int, SweepPoint], points: list) -> None:
+    if on_point is not None:
+        on_point([results[i] for i in range(len(points)) if i in results])
 
 
 def choose_metric(points: list[SweepPoint], wanted: str | None) -> str:
@@ -122,28 +272,87 @@ def choose_metric(points: list[SweepPoint], wanted: str | None) -> str:
 
 
 def axis_keys(axes: list[tuple[str, list[str]]]) -> tuple[str, str | None]:
-    """(x axis, line axis): `data.samples` (or the first all-numeric axis) against the method
-    (or the first other axis)."""
+    """(x axis, line axis): `data.samples` (or the first all-numeric axis that is not a seed)
+    against the method (or the first other axis that is not a seed)."""
     keys = [key for key, _ in axes]
-    numeric = [key for key, values in axes if all(v.replace(".", "", 1).isdigit() for v in values)]
+    numeric = [key for key, values in axes
+               if key not in SEED_AXES and all(v.replace(".", "", 1).isdigit() for v in values)]
     x_key = "data.samples" if "data.samples" in keys else (numeric[0] if numeric else keys[0])
-    others = [key for key in keys if key != x_key]
+    others = [key for key in keys if key != x_key and key not in SEED_AXES]
     line_key = "method.name" if "method.name" in others else (others[0] if others else None)
     return x_key, line_key
 
 
-def efficiency_lines(points: list[SweepPoint], metric: str, x_key: str, line_key: str | None) -> dict[str, list]:
-    lines: dict[str, list] = {}
+# ----------------------------------------------------------------------------- seeds
+@dataclass
+class Aggregate:
+    """One grid point with its seeds folded: the mean over seeds and its spread."""
+
+    point: dict[str, str]  # the non-seed axes
+    values: list[float]
+    intervals: list[tuple[float | None, float | None]]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def spread(self) -> tuple[float | None, float | None]:
+        """(min, max) over seeds; with one seed, that run's own 95% interval."""
+        if len(self.values) > 1:
+            return min(self.values), max(self.values)
+        return self.intervals[0]
+
+    @property
+    def std(self) -> float | None:
+        if len(self.values) < 2:
+            return None
+        mean = self.mean
+        return math.sqrt(sum((v - mean) ** 2 for v in self.values) / (len(self.values) - 1))
+
+
+def aggregate_seeds(points: list[SweepPoint], metric: str) -> list[Aggregate]:
+    """Points that differ only in seed axes, grouped (in first-seen order)."""
+    groups: dict[tuple, Aggregate] = {}
     for point in points:
         stats = point.metrics.get(metric)
-        if stats is None or x_key not in point.point:
+        if not stats or stats.get("value") is None:
             continue
-        label = point.point.get(line_key, "run") if line_key else "run"
-        lines.setdefault(label, []).append((float(point.point[x_key]), (stats["value"], stats["low"], stats["high"])))
+        key_point = {k: v for k, v in point.point.items() if k not in SEED_AXES}
+        group = groups.setdefault(tuple(key_point.items()), Aggregate(key_point, [], []))
+        group.values.append(stats["value"])
+        group.intervals.append((stats.get("low"), stats.get("high")))
+    return list(groups.values())
+
+
+def efficiency_lines(points: list[SweepPoint], metric: str, x_key: str, line_key: str | None) -> dict[str, list]:
+    """label -> [(x, (mean over seeds, spread low, spread high))]."""
+    lines: dict[str, list] = {}
+    for group in aggregate_seeds(points, metric):
+        if x_key not in group.point:
+            continue
+        label = group.point.get(line_key, "run") if line_key else "run"
+        low, high = group.spread
+        lines.setdefault(label, []).append((float(group.point[x_key]), (group.mean, low, high)))
     return lines
 
 
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if metric in LOWER_IS_BETTER else f"{value * 100:.1f}"
+
+
+def fmt_aggregate(group: Aggregate, metric: str) -> str:
+    low, high = group.spread
+    text = _fmt(group.mean, metric)
+    if low is not None:
+        text += f" [{_fmt(low, metric)}–{_fmt(high, metric)}]"
+    return text + (f" ({len(group.values)} seeds)" if len(group.values) > 1 else "")
+
+
 def sweep_table_rows(points: list[SweepPoint], metric: str) -> tuple[list[str], list[list[str]]]:
+    """One row per point (every seed its own row)."""
     keys = list(points[0].point) if points else []
     header = [*keys, "run", metric, "n"]
     rows = []
@@ -154,27 +363,93 @@ def sweep_table_rows(points: list[SweepPoint], metric: str) -> tuple[list[str], 
     return header, rows
 
 
-def write_sweep(points: list[SweepPoint], axes: list[tuple[str, list[str]]], metric: str, folder: Path,
+def efficiency_table(points: list[SweepPoint], metric: str, x_key: str, line_key: str | None) -> list[str]:
+    """Markdown: one row per x value, one column per line, mean [spread] over seeds."""
+    groups = aggregate_seeds(points, metric)
+    labels = list(dict.fromkeys(g.point.get(line_key, "run") if line_key else "run" for g in groups))
+    xs = sorted({float(g.point[x_key]) for g in groups if x_key in g.point})
+    cell = {(float(g.point[x_key]), g.point.get(line_key, "run") if line_key else "run"): g
+            for g in groups if x_key in g.point}
+    lines = ["| " + " | ".join([x_key, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
+    for x in xs:
+        lines.append("| " + " | ".join([_number(x), *(fmt_aggregate(cell[(x, label)], metric) if (x, label) in cell
+                                                      else "–" for label in labels)]) + " |")
+    return lines
+
+
+def paper_reading(points: list[SweepPoint], metric: str, x_key: str, line_key: str | None,
+                  method: str = "clo", baseline: str = "sft") -> list[str]:
+    """For every n whose 2n is in the sweep: CLO at n against SFT at 2n (means over seeds),
+    and whether their seed spreads overlap (then the sweep cannot tell them apart)."""
+    if line_key != "method.name":
+        return []
+    cell = {(float(g.point[x_key]), g.point.get(line_key)): g for g in aggregate_seeds(points, metric) if x_key in g.point}
+    rows = []
+    for (x, label), group in sorted(cell.items()):
+        other = cell.get((2 * x, baseline))
+        if label != method or other is None:
+            continue
+        lower = metric in LOWER_IS_BETTER
+        better = group.mean <= other.mean if lower else group.mean >= other.mean
+        (a_low, a_high), (b_low, b_high) = group.spread, other.spread
+        overlap = None not in (a_low, a_high, b_low, b_high) and a_low <= b_high and b_low <= a_high
+        verdict = ("matches or beats" if better else "falls short of") + (" (spreads overlap)" if overlap else "")
+        rows.append(f"| {_number(x)} | {fmt_aggregate(group, metric)} | {_number(2 * x)} | "
+                    f"{fmt_aggregate(other, metric)} | {method} {verdict} |")
+    if not rows:
+        return []
+    return [f"| {method} n | {method} | {baseline} 2n | {baseline} | reading |", "|---|---|---|---|---|", *rows]
+
+
+def write_sweep(points: list[SweepPoint], axes: list[tuple[str, list[str]]], metrics: str | list[str], folder: Path,
                 title: str) -> list[Path]:
-    """sweep.json, sweep.md and data_efficiency.png."""
+    """sweep.json, sweep.md and one plot per metric (`data_efficiency.png` for a single metric,
+    `data_efficiency_<metric>.png` for several)."""
     from .plots import line_plot
 
+    chosen = [metrics] if isinstance(metrics, str) else list(metrics)
     folder.mkdir(parents=True, exist_ok=True)
     x_key, line_key = axis_keys(axes)
-    document = {"metric": metric, "x": x_key, "lines": line_key,
+    ran = [s for p in points for s in p.stages.values() if s.get("status") == "ran"]
+    reused = [s for p in points for s in p.stages.values() if s.get("status") == "reused"]
+    document = {"metrics": chosen, "metric": chosen[0], "x": x_key, "lines": line_key,
+                "seed_axes": [key for key, _ in axes if key in SEED_AXES],
+                "stage_seconds": round(sum(s["seconds"] for s in ran), 2), "stages_run": len(ran),
+                "stages_reused": len(reused),
                 "points": [{"point": p.point, "name": p.name, "run_dir": str(p.run_dir) if p.run_dir else None,
-                            "model": p.model, "metrics": p.metrics, "error": p.error} for p in points]}
+                            "model": p.model, "metrics": p.metrics, "error": p.error, "stages": p.stages}
+                           for p in points]}
     (folder / "sweep.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    header, rows = sweep_table_rows(points, metric)
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    (folder / "sweep.md").write_text(f"# {title}\n\n{METRIC_LABELS.get(metric, metric)}, % [95% interval]\n\n"
-                                     + "\n".join(table) + "\n", encoding="utf-8")
+
+    text = [f"# {title}", ""]
+    if ran or reused:
+        text += [f"Stages run: {len(ran)} ({document['stage_seconds']:.0f} stage-seconds); "
+                 f"stages reused from other points: {len(reused)}.", ""]
+    spread_note = ("mean over seeds [min–max over seeds]" if document["seed_axes"]
+                   else "value [95% interval of the run]")
+    for metric in chosen:
+        unit = "nats/token, lower is better" if metric in LOWER_IS_BETTER else "%"
+        text += [f"## {METRIC_LABELS.get(metric, metric)}", "", f"{unit}; {spread_note}.", "",
+                 *efficiency_table(points, metric, x_key, line_key), ""]
+        reading = paper_reading(points, metric, x_key, line_key)
+        if reading:
+            text += ["Does CLO at n match or beat SFT at 2n?", "", *reading, ""]
+    header, rows = sweep_table_rows(points, chosen[0])
+    text += ["## Every point", "", f"{METRIC_LABELS.get(chosen[0], chosen[0])}, % [95% interval]", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    text += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    (folder / "sweep.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     written = [folder / "sweep.json", folder / "sweep.md"]
+
     numeric_x = all(v.replace(".", "", 1).isdigit() for key, values in axes if key == x_key for v in values)
-    lines = efficiency_lines(points, metric, x_key, line_key) if numeric_x else {}
-    if lines:  # a metric-against-count plot needs a numeric axis
-        written.append(line_plot(folder / "data_efficiency.png", title=title, lines=lines,
-                                 xlabel="training samples" if x_key == "data.samples" else x_key,
-                                 ylabel=METRIC_LABELS.get(metric, metric)))
+    for metric in chosen:
+        lines = efficiency_lines(points, metric, x_key, line_key) if numeric_x else {}
+        if not lines:  # a metric-against-count plot needs a numeric axis and a result
+            continue
+        name = "data_efficiency.png" if len(chosen) == 1 else f"data_efficiency_{metric}.png"
+        band = "band: min–max over seeds" if document["seed_axes"] else "band: 95% interval"
+        written.append(line_plot(folder / name, title=f"{title}\n{METRIC_LABELS.get(metric, metric)} ({band})",
+                                 lines=lines, xlabel="training samples" if x_key == "data.samples" else x_key,
+                                 ylabel=METRIC_LABELS.get(metric, metric),
+                                 ylim=None if metric in LOWER_IS_BETTER else (0.0, 1.0)))
     return written
