@@ -1,0 +1,693 @@
+"""The prepared GPU check: CUDA tests, then CLO training speed and memory on a Llama-3-8B shape.
+
+    python benchmarks/gpu_check.py --out $OUT/gpu_check.json      # one GPU, no network, < 8 minutes on an H200
+    python benchmarks/gpu_check.py --cpu-tiny --out /tmp/gc.json  # the same path, tiny model, CPU (CI runs this)
+
+Parts, in order; each is recorded in the JSON as soon as it ends, so a run cut short keeps
+what it finished, and a part that fails is recorded with its error while the rest go on:
+
+1. `pytest -m cuda` over the test files that carry the marker (all skip on CPU).
+2. A randomly initialised model of Llama-3-8B's shape (`known_models.py`; config only, no
+   weights to download), saved once in bf16 (under /dev/shm when it has room).
+3. `clo`: the engine's own `Trainer` (prepare data, load, reference log-probs, the training
+   phase), bf16 autocast, attention-only (q/k/v/o trained in fp32, AdamW), gradient
+   checkpointing as the single-80gb profile; tokens/s, MFU and peak memory against `plan`'s
+   estimate (`hardware/memory.py`) for the same setup.
+4. `trl_dpo`: the same samples (each CLO sample = its two cross-lingual preference pairs), the
+   same global batch, micro-batch, steps, trainable weights, fp32 master weights and
+   checkpointing through TRL's `DPOTrainer` (sigmoid loss, precomputed reference): the ratio.
+5. `qlora`: the engine's Trainer with `adapter.kind: qlora` (NF4 base, LoRA r=16 on the
+   attention projections), when CUDA and bitsandbytes are there; otherwise skipped, saying why.
+
+FLOP count (model FLOPs, PaLM's convention: causal attention counted as full, norms and
+softmax left out), per sequence of s tokens with a answer tokens:
+
+    (4·N_body + 2·N_trained + 6·N_adapter)·s + 4·N_head·(a + 1) + 12·L·d·s²
+
+N_body: decoder-block linear weights; N_trained: those of them trained in place (their weight
+gradients, 2 FLOPs per weight and token); N_adapter: LoRA weights (forward, input and weight
+gradients); N_head: the output projection, computed only on the answer positions (the
+engine's `logits_to_keep`; TRL computes every position, which is its overhead, not extra
+model FLOPs); the embedding lookup costs none. Forward = 2 per weight and token, backward
+input gradients = 2 more (everything sits above the first trained weight), attention scores
+3 x forward (4·L·d·s² forward). Hardware FLOPs add the recomputed forward of the decoder
+blocks under gradient checkpointing: + (2·N_body + 2·N_adapter)·s + 4·L·d·s². MFU = model
+FLOPs/s ÷ peak dense bf16 FLOP/s (H100/H200 SXM: 989 TFLOP/s; --peak-tflops to override);
+HFU the same with hardware FLOPs. Tokens are the non-padding tokens of all four sequences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import importlib.util
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_throughput import WORDS_EN, WORDS_ES, PeakMemory  # noqa: E402  (shared data words, RSS probe)
+
+GIB = 1024**3
+# Dense bf16 tensor-core peaks from the vendor data sheets (SXM parts), TFLOP/s.
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}
+LLAMA3_8B = "meta-llama/meta-llama-3-8b"
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+# ---- the FLOP formula ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FlopCounts:
+    model: float
+    hardware: float
+    tokens: int
+
+
+def count_flops(arch: Any, sequences: list[tuple[int, int]], *, adapter_kind: str, lora_rank: int,
+                checkpointing: bool) -> FlopCounts:
+    """Model and hardware FLOPs of one forward + backward over `sequences` ((length, answer
+    length) pairs) for attention-only training (see the module docstring)."""
+    body = arch.linear_params
+    head = arch.vocab * arch.hidden
+    if adapter_kind in ("lora", "qlora"):
+        trained, adapter = 0, arch.lora_params(list(ATTENTION_MODULES), lora_rank)
+    else:
+        trained, adapter = arch.attention_params, 0
+    width = arch.q_dim  # attention scores run at the query width
+    model = hardware = 0.0
+    tokens = 0
+    for length, answer in sequences:
+        linear = (4 * body + 2 * trained + 6 * adapter) * length + 4 * head * (answer + 1)
+        scores = 12 * arch.layers * width * length**2
+        model += linear + scores
+        hardware += linear + scores
+        if checkpointing:
+            hardware += (2 * body + 2 * adapter) * length + 4 * arch.layers * width * length**2
+        tokens += length
+    return FlopCounts(model, hardware, tokens)
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+def make_rows(count: int, seed: int, answer_words: int) -> list[dict]:
+    """CLO quadruples whose answers all have about `answer_words` words (80-100 %), so the
+    longest micro-batch, which `plan` estimates, is close to the typical one."""
+    rng = random.Random(seed)
+
+    def sentence(words, n):
+        return " ".join(rng.choice(words) for _ in range(n)).capitalize() + "."
+
+    rows = []
+    for i in range(count):
+        q, a = rng.randint(12, 20), rng.randint(int(0.8 * answer_words), answer_words)
+        rows.append({"id": f"g{i:04d}", "x_en": sentence(WORDS_EN, q), "y_en": sentence(WORDS_EN, a),
+                     "x_l": sentence(WORDS_ES, q + rng.randint(0, 3)), "y_l": sentence(WORDS_ES, a)})
+    return rows
+
+
+# ---- model ---------------------------------------------------------------------------------
+
+def model_config(cpu_tiny: bool) -> dict[str, Any]:
+    from clo_recipes.hardware.known_models import KNOWN_MODELS
+
+    if cpu_tiny:
+        return {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "tie_word_embeddings": False}
+    return dict(KNOWN_MODELS[LLAMA3_8B])
+
+
+def workspace(cpu_tiny: bool, config: dict[str, Any]) -> Path:
+    """/dev/shm when it can hold the bf16 weights twice over (no disk I/O), else the temp dir."""
+    from clo_recipes.hardware.architecture import Architecture
+
+    need = 2 * 2 * Architecture.from_config(config).total_params
+    shm = Path("/dev/shm")
+    if not cpu_tiny and shm.is_dir() and shutil.disk_usage(shm).free > need:
+        return Path(tempfile.mkdtemp(prefix="clo-gpu-check-", dir=shm))
+    return Path(tempfile.mkdtemp(prefix="clo-gpu-check-"))
+
+
+def build_model(folder: Path, config: dict[str, Any], device: str) -> dict[str, Any]:
+    """Random bf16 weights of `config`'s shape and the tiny test tokenizer (its ids fit any
+    vocabulary), saved like a hub checkpoint."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from clo_recipes.testing.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    llama = LlamaConfig(
+        vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
+        intermediate_size=config["intermediate_size"], num_hidden_layers=config["num_hidden_layers"],
+        num_attention_heads=config["num_attention_heads"], num_key_value_heads=config["num_key_value_heads"],
+        tie_word_embeddings=config["tie_word_embeddings"], max_position_embeddings=8192, rope_theta=500000.0,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    with torch.device(device):  # initialising 8B weights on the GPU takes seconds, on CPU minutes
+        model = LlamaForCausalLM(llama).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    count = sum(p.numel() for p in model.parameters())
+    del model
+    release()
+    return {"parameters": count, "build_seconds": time.perf_counter() - started}
+
+
+def release() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---- memory --------------------------------------------------------------------------------
+
+class DeviceMemory:
+    """Peak memory of a block: the CUDA caching allocator's reserved bytes (the CUDA context
+    is outside it), or on CPU the resident-set growth."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+
+    def __enter__(self):
+        import torch
+
+        release()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            self.rss = PeakMemory().__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_gib = torch.cuda.max_memory_reserved() / GIB
+            self.allocated_gib = (torch.cuda.max_memory_allocated() - self.start) / GIB
+        else:
+            self.rss.__exit__(*exc)
+            self.peak_gib = self.allocated_gib = self.rss.growth_mb / 1024
+
+    def record(self) -> dict[str, Any]:
+        what = "torch.cuda.max_memory_reserved" if self.cuda else "resident-set growth (CPU)"
+        return {"peak_gib": self.peak_gib, "peak_allocated_gib": self.allocated_gib, "measured_as": what}
+
+
+def plan_estimate(config: dict[str, Any], setup: dict[str, Any], longest: int) -> dict[str, Any]:
+    """`plan`'s estimate for this run, at the longest sequence the run trains on."""
+    from clo_recipes.hardware.memory import CUDA_CONTEXT_GB, estimate_memory
+
+    estimate = estimate_memory(
+        config, adapter_kind=setup["adapter_kind"], trainable="attention", method_name="clo", max_length=longest,
+        micro_batch_size=setup["micro_batch"], precision="bf16", quantization=setup["quantization"],
+        gradient_checkpointing=setup["checkpointing"], optimizer="adamw_torch", sharding="none", world_size=1,
+        cpu_offload=False, gpu_memory_gb=None, attention=setup["attention"], lora_rank=16, lora_dropout=0.05)
+    return {"total_gib": estimate.total_gb, "without_cuda_context_gib": estimate.total_gb - CUDA_CONTEXT_GB,
+            "breakdown_gib": estimate.breakdown, "trainable_parameters": estimate.trainable_params}
+
+
+# ---- parts ---------------------------------------------------------------------------------
+
+def run_tests(timeout: int) -> dict[str, Any]:
+    """`pytest -m cuda` over the files that use the marker; counts from its JUnit XML."""
+    import xml.etree.ElementTree as ElementTree
+
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py")
+                   if "mark.cuda" in p.read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+                   f"--junitxml={junit}", *files]
+        started = time.perf_counter()
+        try:
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            tail = (error.stdout or b"")[-3000:]
+            return {"files": files, "error": f"timed out after {timeout} s", "tail": str(tail)}
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        if junit.is_file():
+            for suite in ElementTree.parse(junit).getroot().iter("testsuite"):
+                for key in counts:
+                    counts[key] += int(suite.get(key, 0))
+    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    return {"files": files, "command": " ".join(command[1:]), "returncode": done.returncode,
+            "seconds": time.perf_counter() - started, **counts, "tail": (done.stdout + done.stderr)[-3000:]}
+
+
+def clo_job(folder: Path, rows: list[dict], args, setup: dict[str, Any], work: Path):
+    from clo_recipes.recipe.schema.adapter import AdapterSection
+    from clo_recipes.recipe.schema.hardware import HardwareSection
+    from clo_recipes.recipe.schema.method import MethodSection
+    from clo_recipes.recipe.schema.model import ModelSection
+    from clo_recipes.recipe.schema.train import TrainSection
+    from clo_recipes.training.loop import TrainJob
+
+    return TrainJob(
+        arm="clo", model=ModelSection(base=str(folder)), method=MethodSection(name="clo"),
+        adapter=AdapterSection(kind=setup["adapter_kind"], trainable="attention"),
+        train=TrainSection(max_steps=args.steps, learning_rate=8e-6, warmup_ratio=0.0, scheduler="constant",
+                           global_batch_size=args.global_batch, max_length=args.max_length, save_steps=10**6),
+        hardware=HardwareSection(profile="cpu" if args.cpu_tiny else "single-80gb", precision="bf16",
+                                 attention=setup["attention"], optimizer="adamw_torch",
+                                 quantization=setup["quantization"], micro_batch_size=setup["micro_batch"],
+                                 gradient_checkpointing=setup["checkpointing"]),
+        rows=rows, work_dir=work, identity={"benchmark": "gpu_check", "adapter": setup["adapter_kind"]},
+        reference_file=work / "reference.jsonl", show_progress=False,
+    )
+
+
+def run_clo(folder: Path, rows: list[dict], args, setup: dict[str, Any], cuda: bool) -> dict[str, Any]:
+    """The engine's training phase, through `Trainer`'s own steps (the final save is left out:
+    16 GB of weights would only time the disk)."""
+    from clo_recipes.training.data import PREFERENCE_SEQUENCES
+    from clo_recipes.training.loop import Trainer
+    from clo_recipes.training.reference import compute_reference, write_reference
+
+    work = Path(tempfile.mkdtemp(prefix=f"clo-{setup['adapter_kind']}-", dir=folder.parent))
+    job = clo_job(folder, rows, args, setup, work)
+    with DeviceMemory(cuda) as memory:
+        trainer = Trainer(job)
+        trainer.prepare_data()
+        started = time.perf_counter()
+        trainer.prepare_model()
+        load_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        logps = compute_reference(trainer.model, trainer.examples, PREFERENCE_SEQUENCES, pad_id=trainer.pad_id,
+                                  device=trainer.accelerator.device, autocast=trainer.accelerator.autocast)
+        write_reference(job.reference_file, trainer.examples, logps)
+        reference_seconds = time.perf_counter() - started
+        trainer.run_phase("clo", None)
+    steps = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    timed = steps[1:]  # the first step warms up kernels and the allocator
+    tokens, seconds = sum(s["tokens"] for s in timed), sum(s["seconds"] for s in timed)
+    result = {"tokens_per_second": tokens / seconds, "timed_steps": len(timed), "timed_tokens": tokens,
+              "seconds_per_step": seconds / len(timed), "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
+              "first_preference_loss": steps[0].get("preference"),
+              "load_seconds": load_seconds, "reference_seconds": reference_seconds,
+              "trainable_parameters": trainer.trainable_count, "total_parameters": trainer.total_count,
+              "memory": memory.record()}
+    trainer.accelerator.free_memory()  # the accelerator keeps the model and optimizer otherwise
+    del trainer
+    shutil.rmtree(work, ignore_errors=True)
+    release()
+    return result
+
+
+def dpo_pairs(rows: list[dict]) -> list[dict]:
+    """Each CLO sample as its two cross-lingual preference pairs (what the CLO loss compares)."""
+    pairs = []
+    for row in rows:
+        for query, chosen, rejected in ((row["x_en"], row["y_en"], row["y_l"]), (row["x_l"], row["y_l"], row["y_en"])):
+            pairs.append({"prompt": [{"role": "user", "content": query}],
+                          "chosen": [{"role": "assistant", "content": chosen}],
+                          "rejected": [{"role": "assistant", "content": rejected}]})
+    return pairs
+
+
+def run_trl(folder: Path, rows: list[dict], args, setup: dict[str, Any], cuda: bool) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from clo_recipes.training.scope import attention_modules
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    output = Path(tempfile.mkdtemp(prefix="trl-", dir=folder.parent))
+    micro_rows = 2 * setup["micro_batch"]  # two pairs per CLO sample
+    with DeviceMemory(cuda) as memory:
+        started = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation=setup["attention"])
+        model.config.use_cache = False
+        trained = set(attention_modules(model))
+        for name, param in model.named_parameters():  # attention-only, fp32 master weights, as the engine
+            train = name.rsplit(".", 1)[0] in trained
+            param.requires_grad_(train)
+            if train:
+                param.data = param.data.float()
+        config = DPOConfig(
+            output_dir=str(output), per_device_train_batch_size=micro_rows,
+            gradient_accumulation_steps=args.global_batch // setup["micro_batch"], max_steps=args.steps,
+            learning_rate=8e-6, lr_scheduler_type="constant", warmup_steps=0, beta=0.1, loss_type=["sigmoid"],
+            precompute_ref_log_probs=True, precompute_ref_batch_size=micro_rows, max_length=args.max_length,
+            report_to="none", use_cpu=not cuda, bf16=True, save_strategy="no", logging_steps=1, disable_tqdm=True,
+            dataloader_num_workers=0, seed=42, gradient_checkpointing=setup["checkpointing"],
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(dpo_pairs(rows)),
+                             processing_class=tokenizer)
+        setup_seconds = time.perf_counter() - started
+        if not hasattr(trainer, "_total_train_tokens"):
+            raise RuntimeError("this TRL version does not count trained tokens (_total_train_tokens)")
+
+        class StepClock(TrainerCallback):
+            def __init__(self):
+                self.seconds, self.tokens = [], []
+
+            def on_step_begin(self, *_, **__):
+                if cuda:
+                    torch.cuda.synchronize()
+                self.begun, self.before = time.perf_counter(), trainer._total_train_tokens
+
+            def on_step_end(self, *_, **__):
+                if cuda:
+                    torch.cuda.synchronize()
+                self.seconds.append(time.perf_counter() - self.begun)
+                self.tokens.append(trainer._total_train_tokens - self.before)
+
+        clock = StepClock()
+        trainer.add_callback(clock)
+        with contextlib.redirect_stdout(sys.stderr):  # its per-step log dicts; stdout keeps the summary
+            trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    tokens, seconds = sum(clock.tokens[1:]), sum(clock.seconds[1:])
+    result = {"tokens_per_second": tokens / seconds, "timed_steps": len(clock.seconds) - 1, "timed_tokens": tokens,
+              "seconds_per_step": seconds / (len(clock.seconds) - 1), "first_loss": losses[0] if losses else None,
+              "first_preference_loss": losses[0] if losses else None,
+              "setup_seconds": setup_seconds, "memory": memory.record()}
+    trainer.accelerator.free_memory()
+    del trainer, model
+    shutil.rmtree(output, ignore_errors=True)
+    release()
+    return result
+
+
+# ---- driver --------------------------------------------------------------------------------
+
+class Report:
+    """The JSON result, rewritten after every part (a run cut short keeps what it finished)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.data: dict[str, Any] = {"script": "benchmarks/gpu_check.py",
+                                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                     "notes": []}
+
+    def note(self, text: str) -> None:
+        print(f"note: {text}", flush=True)
+        self.data["notes"].append(text)
+
+    def save(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.data, indent=1, default=str))
+            temporary.replace(self.path)
+
+
+def part(report: Report, name: str, deadline: float, needs_seconds: float, run) -> dict[str, Any] | None:
+    """Run one part unless the time budget is spent; a failure is recorded, not raised."""
+    left = deadline - time.perf_counter()
+    if left < needs_seconds:
+        report.data[name] = {"skipped": f"out of time budget ({left:.0f} s left, about {needs_seconds:.0f} s needed)"}
+        report.save()
+        return None
+    print(f"--- {name}", flush=True)
+    started = time.perf_counter()
+    try:
+        result = run()
+    except Exception as error:  # noqa: BLE001  one part's failure must not lose the others
+        result = {"error": f"{type(error).__name__}: {error}"[:2000], "traceback": traceback.format_exc()[-4000:]}
+        print(result["traceback"], file=sys.stderr, flush=True)
+        release()
+    result["part_seconds"] = time.perf_counter() - started
+    report.data[name] = result
+    report.save()
+    return result
+
+
+def environment(cuda: bool) -> dict[str, Any]:
+    import torch
+
+    found = {"python": platform.python_version(), "torch": torch.__version__, "cuda_available": cuda,
+             "cpu_count": os.cpu_count()}
+    for package in ("transformers", "accelerate", "peft", "trl", "bitsandbytes", "flash_attn"):
+        found[package] = _version(package)
+    if cuda:
+        found["gpu"] = torch.cuda.get_device_name(0)
+        found["gpu_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / GIB
+        found["cuda"] = torch.version.cuda
+    return found
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    if importlib.util.find_spec(package) is None:
+        return None
+    try:
+        return version(package.replace("_", "-"))
+    except PackageNotFoundError:
+        return "installed"
+
+
+def peak_tflops(args, env: dict[str, Any]) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    name = env.get("gpu") or ""
+    return next((value for key, value in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def add_flops(result: dict[str, Any] | None, counts: FlopCounts, peak: float | None) -> None:
+    """MFU/HFU from the measured tokens/s and the run's average FLOPs per token."""
+    if not result or "tokens_per_second" not in result:
+        return
+    per_token_model, per_token_hardware = counts.model / counts.tokens, counts.hardware / counts.tokens
+    result["model_tflops_per_second"] = result["tokens_per_second"] * per_token_model / 1e12
+    result["hardware_tflops_per_second"] = result["tokens_per_second"] * per_token_hardware / 1e12
+    result["mfu"] = result["model_tflops_per_second"] / peak if peak else None
+    result["hfu"] = result["hardware_tflops_per_second"] / peak if peak else None
+
+
+def compare_memory(result: dict[str, Any] | None, estimate: dict[str, Any]) -> None:
+    if not result or "memory" not in result:
+        return
+    result["plan_estimate"] = estimate
+    result["peak_over_estimate"] = result["memory"]["peak_gib"] / estimate["without_cuda_context_gib"]
+
+
+def summary(report: Report) -> list[str]:
+    data = report.data
+    columns = [("clo", "engine CLO"), ("trl_dpo", "TRL DPOTrainer"), ("qlora", "engine QLoRA")]
+
+    def cell(name: str, key: str, fmt: str) -> str:
+        result = data.get(name) or {}
+        if "skipped" in result:
+            return "skipped"
+        if "error" in result:
+            return "error"
+        value = result
+        for piece in key.split("."):
+            value = value.get(piece) if isinstance(value, dict) else None
+        return "-" if value is None else format(value, fmt)
+
+    lines = [f"{'':30}" + "".join(f"{title:>17}" for _, title in columns)]
+    for label, key, fmt in (("tokens/s", "tokens_per_second", ".0f"), ("seconds per step", "seconds_per_step", ".2f"),
+                            ("model TFLOP/s", "model_tflops_per_second", ".3g"), ("MFU", "mfu", ".1%"),
+                            ("HFU (with recomputation)", "hfu", ".1%"), ("peak memory (GiB)", "memory.peak_gib", ".2f"),
+                            ("plan estimate w/o context", "plan_estimate.without_cuda_context_gib", ".2f"),
+                            ("peak / estimate", "peak_over_estimate", ".2f"),
+                            ("step-1 preference loss", "first_preference_loss", ".4f")):
+        lines.append(f"{label:30}" + "".join(f"{cell(name, key, fmt):>17}" for name, _ in columns))
+    for name, title in columns:
+        reason = (data.get(name) or {}).get("skipped")
+        if reason:
+            lines.append(f"{title} skipped: {reason}")
+    for name, title in columns:
+        error = (data.get(name) or {}).get("error")
+        if error:
+            lines.append(f"{title} failed: {error.splitlines()[0][:300]}")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, help="write the results as JSON here (e.g. $OUT/gpu_check.json)")
+    parser.add_argument("--cpu-tiny", action="store_true", help="a tiny model on CPU: the whole path in seconds (CI)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per trainer (first one untimed; default 6, CPU 3)")
+    parser.add_argument("--global-batch", type=int, help="CLO samples per optimizer step (default 8, CPU 4)")
+    parser.add_argument("--micro-batch", type=int, default=2, help="CLO samples per forward pass")
+    parser.add_argument("--answer-words", type=int, help="answer length in words (default 160, CPU 20)")
+    parser.add_argument("--no-checkpointing", action="store_true", help="turn gradient checkpointing off")
+    parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s for MFU (default: from the GPU name)")
+    parser.add_argument("--budget-s", type=float, default=450, help="skip parts that would end after this many seconds")
+    parser.add_argument("--tests-timeout", type=int, default=180)
+    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: tests,trl_dpo,qlora")
+    args = parser.parse_args()
+    args.steps = args.steps or (3 if args.cpu_tiny else 6)
+    args.answer_words = args.answer_words or (20 if args.cpu_tiny else 160)
+    args.global_batch = args.global_batch or (4 if args.cpu_tiny else 8)
+    if args.global_batch % args.micro_batch:
+        parser.error("--global-batch must be a multiple of --micro-batch")
+    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    started = time.perf_counter()
+    deadline = started + args.budget_s
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import torch
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.cpu_tiny:
+        print("no CUDA GPU is visible: run this on the GPU machine, or pass --cpu-tiny to check the script "
+              "path on CPU with a tiny model", file=sys.stderr)
+        return 2
+    report = Report(args.out)
+    report.data["mode"] = "cpu-tiny" if args.cpu_tiny else "gpu"
+    env = report.data["environment"] = environment(cuda)
+    report.save()
+
+    if "tests" in skip:
+        report.data["tests"] = {"skipped": "left out by --skip"}
+    else:  # first, before this process holds GPU memory
+        part(report, "tests", deadline, 20, lambda: run_tests(args.tests_timeout))
+
+    from clo_recipes.hardware.architecture import Architecture
+    from clo_recipes.training.loading import resolve_attention
+
+    config = model_config(args.cpu_tiny)
+    arch = Architecture.from_config(config)
+    wanted = "flash_attention_2" if cuda else "sdpa"
+    attention = resolve_attention(wanted)
+    if attention != wanted:
+        report.note("flash-attn is not importable: attention runs on sdpa (transformers' fused kernel)")
+    base = {"attention": attention, "checkpointing": not args.no_checkpointing, "micro_batch": args.micro_batch}
+    setups = {"clo": {**base, "adapter_kind": "full", "quantization": "none"},
+              "qlora": {**base, "adapter_kind": "qlora", "quantization": "nf4"}}
+    report.data["setup"] = {"shape": "tiny Llama (CPU check)" if args.cpu_tiny else "Llama-3-8B (random weights)",
+                            "config": config, "steps": args.steps, "global_batch": args.global_batch,
+                            "precision": "bf16 autocast, fp32 trained weights", "trainable": "attention (q/k/v/o)",
+                            **base}
+    peak = peak_tflops(args, env)
+    if peak is None:
+        report.note("peak FLOP/s unknown for this device: MFU left out (pass --peak-tflops)")
+    report.data["peak_tflops"] = peak
+    if not cuda:
+        report.note("CPU run: peak memory is resident-set growth (libraries, allocator caches), which the GPU "
+                    "estimate does not model; the CPU ratio only shows the path works")
+    report.data["flop_formula"] = ("model = sum over sequences of (4*N_body + 2*N_trained + 6*N_adapter)*s "
+                                   "+ 4*N_head*(answer+1) + 12*L*d*s^2; hardware adds (2*N_body + 2*N_adapter)*s "
+                                   "+ 4*L*d*s^2 under gradient checkpointing")
+
+    folder = workspace(args.cpu_tiny, config)
+    try:
+        built = part(report, "model", deadline, 30,
+                     lambda: build_model(folder / "model", config, "cuda" if cuda else "cpu"))
+        if built is None or "error" in built:
+            return 1
+        rows, data = prepare_data(folder / "model", args)
+        report.data["data"] = data
+        args.max_length = int(1.25 * data["longest"]) + 16  # room for TRL's own rendering: nothing truncated
+        sequences = data.pop("_sequences")
+        report.save()
+
+        clo = part(report, "clo", deadline, 60, lambda: run_clo(folder / "model", rows, args, setups["clo"], cuda))
+        counts = count_flops(arch, sequences, adapter_kind="full", lora_rank=16, checkpointing=base["checkpointing"])
+        add_flops(clo, counts, peak)
+        compare_memory(clo, plan_estimate(config, setups["clo"], data["longest"]))
+        report.save()
+
+        reason = ("left out by --skip" if "qlora" in skip else
+                  "4-bit NF4 needs a CUDA GPU (CPU run)" if not cuda else
+                  "bitsandbytes is not importable" if importlib.util.find_spec("bitsandbytes") is None else None)
+        if reason:
+            report.data["qlora"] = {"skipped": reason}
+        else:
+            qlora = part(report, "qlora", deadline, 90,
+                         lambda: run_clo(folder / "model", rows, args, setups["qlora"], cuda))
+            add_flops(qlora, count_flops(arch, sequences, adapter_kind="qlora", lora_rank=16,
+                                         checkpointing=base["checkpointing"]), peak)
+            compare_memory(qlora, plan_estimate(config, setups["qlora"], data["longest"]))
+        report.save()
+
+        trl = None
+        if "trl_dpo" in skip:
+            report.data["trl_dpo"] = {"skipped": "left out by --skip"}
+        elif importlib.util.find_spec("trl") is None:
+            report.data["trl_dpo"] = {"skipped": "trl is not installed"}
+        else:
+            trl = part(report, "trl_dpo", deadline, 90,
+                       lambda: run_trl(folder / "model", rows, args, setups["clo"], cuda))
+            add_flops(trl, counts, peak)
+        report.save()
+
+        report.data["ratios"] = ratios(report.data)
+        report.data["seconds"] = time.perf_counter() - started
+        report.save()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(f"{report.data['setup']['shape']}; {args.steps} steps of {args.global_batch} CLO samples "
+          f"(micro-batch {args.micro_batch}); attention {attention}; checkpointing {base['checkpointing']}")
+    tests = report.data.get("tests") or {}
+    if "passed" in tests:
+        print(f"pytest -m cuda: {tests['passed']} passed, {tests['failures'] + tests['errors']} failed, "
+              f"{tests['skipped']} skipped ({len(tests['files'])} files)")
+    elif tests:
+        print(f"pytest -m cuda: {tests.get('skipped') or tests.get('error')}")
+    for line in summary(report):
+        print(line)
+    for key, value in report.data["ratios"].items():
+        print(f"{key}: {value:.2f}" if value is not None else f"{key}: -")
+    print(f"total {report.data['seconds']:.0f} s" + (f"; results in {args.out}" if args.out else ""))
+    failed = [name for name in ("tests", "clo", "trl_dpo", "qlora") if "error" in (report.data.get(name) or {})]
+    failed += ["tests"] if tests.get("failures") or tests.get("errors") else []
+    if failed:
+        print(f"FAILED: {', '.join(sorted(set(failed)))} (details in the JSON)")
+    return 1 if failed else 0
+
+
+def prepare_data(model_folder: Path, args) -> tuple[list[dict], dict[str, Any]]:
+    """The rows, and the lengths the engine will train on (rendered with the model's chat template)."""
+    from clo_recipes.recipe.schema.model import ModelSection
+    from clo_recipes.training.chat import ChatRenderer
+    from clo_recipes.training.data import PREFERENCE_SEQUENCES, build_examples
+    from clo_recipes.training.loading import load_tokenizer
+
+    rows = make_rows(args.steps * args.global_batch, seed=1, answer_words=args.answer_words)
+    tokenizer = load_tokenizer(ModelSection(base=str(model_folder)))
+    examples = build_examples(rows, ChatRenderer(tokenizer), PREFERENCE_SEQUENCES, 10**6).examples
+    sequences = [(len(s), s.answer_length) for e in examples for s in e.sequences.values()]
+    lengths = [length for length, _ in sequences]
+    return rows, {"samples": len(rows), "sequences": len(sequences), "tokens": sum(lengths),
+                  "longest": max(lengths), "mean_length": sum(lengths) / len(lengths), "_sequences": sequences}
+
+
+def ratios(data: dict[str, Any]) -> dict[str, float | None]:
+    clo, trl = data.get("clo") or {}, data.get("trl_dpo") or {}
+
+    def ratio(a: Any, b: Any) -> float | None:
+        return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+    return {"tokens/s engine CLO / TRL DPOTrainer": ratio(clo.get("tokens_per_second"), trl.get("tokens_per_second")),
+            "peak memory engine CLO / TRL DPOTrainer": ratio((clo.get("memory") or {}).get("peak_gib"),
+                                                           (trl.get("memory") or {}).get("peak_gib")),
+            "peak memory engine CLO / plan estimate": clo.get("peak_over_estimate")}
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
