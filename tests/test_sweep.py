@@ -171,3 +171,22 @@ def test_the_shipped_sweep_file_names_the_demo_grid():
     assert spec.recipe.resolve() == (REPO / "recipes" / "demo_cpu.yaml").resolve()
     assert spec.grid == ["data.samples=32,64,128,256", "method.name=clo,sft", "train.seed=1,2"]
     assert spec.overrides == ["method.baselines=[]"] and spec.metrics == ["fidelity", "nll", "nll_en", "mc"]
+
+
+def test_compare_folds_runs_that_differ_only_in_seed(swept, tmp_path):
+    from clo_recipes.evaluation.compare import collect, markdown
+    from clo_recipes.evaluation.runs import load_run
+
+    _, _, _, points = swept
+    chosen = [p for p in points if p.point["data.samples"] == "8"]  # clo x2 seeds, sft x2 seeds
+    runs = [load_run(p.run_dir) for p in chosen]
+    folded = collect(runs)
+    rows = {entry.row_label: entry for entry in folded.entries}
+    assert set(rows) == {"base", "clo (2 seeds)", "sft (2 seeds)"}  # base: one evaluation, shared
+    clo = [p.metrics["nll"]["value"] for p in chosen if p.model == "clo"]
+    stats = rows["clo (2 seeds)"].metrics["nll"]
+    assert stats["value"] == pytest.approx(sum(clo) / 2)
+    assert (stats["low"], stats["high"]) == (min(clo), max(clo)) and stats["seeds"] == 2
+    assert "2 seeds, mean [min–max over seeds]" in markdown(folded)
+    separate = collect(runs, aggregate_seeds=False)
+    assert len([e for e in separate.entries if e.model == "clo"]) == 2

@@ -24,6 +24,8 @@ def compare(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Env var with the judge's API key."),
     out: Path = typer.Option(Path("comparison"), "--out", "-o", help="Folder for compare.md/.json and plots."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Judge verdict cache (default: the shared cache)."),
+    per_seed: bool = typer.Option(False, "--per-seed", help="One row per run, instead of one per configuration "
+                                  "averaged over runs that differ only in train.seed / data.seed."),
 ) -> None:
     """One paper-style table across runs: model x language x metric (and win rates vs a baseline run)."""
     from rich.console import Console
@@ -35,7 +37,7 @@ def compare(
 
     console = Console()
     runs = [load_run(path) for path in run_dirs]
-    comparison = collect(runs)
+    comparison = collect(runs, aggregate_seeds=not per_seed and baseline is None)  # judging pairs single runs
     if baseline is not None:
         base_run = next((run for run in runs if run.run_dir == baseline.expanduser().resolve()), None) or load_run(baseline)
         settings = (base_run.recipe.get("eval") or {}).get("judge") or {}

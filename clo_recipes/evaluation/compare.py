@@ -51,6 +51,7 @@ class Entry:
     language: str
     metrics: dict[str, Any]
     row_label: str = ""
+    seeds: int = 1  # runs averaged into this row (they differ only in seeds)
 
 
 @dataclass
@@ -79,22 +80,75 @@ class Comparison:
         return None
 
 
-def collect(runs: list[FinishedRun]) -> Comparison:
+# Fields that only reseed a run: runs equal but for these are repeats of one configuration.
+SEED_FIELDS = (("train", "seed"), ("data", "seed"))
+_NOT_CONFIGURATION = ("name", "output_dir", "cache_dir")
+_UNTRAINED = ("model", "language", "data", "translation", "eval")
+
+
+def configuration_key(recipe: dict) -> str:
+    """The run's resolved recipe without its name, folders and seeds (JSON, sorted keys)."""
+    trimmed = {key: value for key, value in recipe.items() if key not in _NOT_CONFIGURATION}
+    for section, name in SEED_FIELDS:
+        if isinstance(trimmed.get(section), dict):
+            trimmed[section] = {k: v for k, v in trimmed[section].items() if k != name}
+    return json.dumps(trimmed, sort_keys=True, default=str)
+
+
+def _mean_over_seeds(group: list[Entry]) -> dict[str, Any]:
+    """Per metric measured by every seed: mean, and min-max over seeds as the bracket."""
+    out: dict[str, Any] = {}
+    for key in group[0].metrics:
+        values = [entry.metrics.get(key, {}).get("value") for entry in group]
+        if any(value is None for value in values):
+            continue
+        first = group[0].metrics[key]
+        out[key] = {**{k: v for k, v in first.items() if k in ("kind", "metric")},
+                    "value": sum(values) / len(values), "low": min(values), "high": max(values),
+                    "n": first.get("n"), "seeds": len(values), "per_seed": values}
+    return out
+
+
+def collect(runs: list[FinishedRun], *, aggregate_seeds: bool = True) -> Comparison:
     """Every evaluated model of every run; rows are labelled by model, or `model (run)` when
-    two runs contribute the same model for the same language."""
+    two runs contribute the same model for the same language. Runs whose recipes differ only
+    in `train.seed` / `data.seed` are one row per model (mean over seeds, [min–max])."""
     entries = []
+    groups: dict[tuple, list[Entry]] = {}
     for run in runs:
         if run.report is None:
             raise_missing_report(run)
         for label, row in headline(run.report).items():
-            entries.append(Entry(run.name, label, run.language, relative_metrics(row, run.language)))
+            entry = Entry(run.name, label, run.language, relative_metrics(row, run.language))
+            key = run.name
+            if aggregate_seeds and run.recipe:  # the untrained model depends on no training setting
+                key = configuration_key({k: v for k, v in run.recipe.items() if k in _UNTRAINED}
+                                        if label == "base" else run.recipe)
+            group = groups.setdefault((key, label, run.language), [])
+            if not (label == "base" and any(json.dumps(other.metrics, sort_keys=True)
+                                            == json.dumps(entry.metrics, sort_keys=True) for other in group)):
+                # one base evaluation shared by many runs (the same folder, reused) counts once
+                group.append(entry)
+    notes = []
+    for group in groups.values():
+        if len(group) == 1:
+            entries.append(group[0])
+            continue
+        names = [entry.run for entry in group]
+        entries.append(Entry(" + ".join(names), group[0].model, group[0].language, _mean_over_seeds(group),
+                             seeds=len(group)))
+        notes.append(f"{group[0].model} of {', '.join(names)}: {len(group)} seeds, mean [min–max over seeds]")
     seen: dict[tuple[str, str], int] = {}
     for entry in entries:
         seen[(entry.model, entry.language)] = seen.get((entry.model, entry.language), 0) + 1
     for entry in entries:
         clash = seen[(entry.model, entry.language)] > 1
-        entry.row_label = f"{entry.model} ({entry.run})" if clash else entry.model
-    return Comparison(entries)
+        seeds = f"{entry.seeds} seeds" if entry.seeds > 1 else ""
+        if clash:
+            entry.row_label = f"{entry.model} ({entry.run}{', ' + seeds if seeds else ''})"
+        else:
+            entry.row_label = f"{entry.model} ({seeds})" if seeds else entry.model
+    return Comparison(entries, notes=list(dict.fromkeys(notes)))
 
 
 def raise_missing_report(run: FinishedRun) -> None:
@@ -183,7 +237,7 @@ def write_comparison(comparison: Comparison, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     document = {"baseline": comparison.baseline, "notes": comparison.notes,
                 "entries": [{"run": e.run, "model": e.model, "row": e.row_label, "language": e.language,
-                             "metrics": e.metrics} for e in comparison.entries]}
+                             "seeds": e.seeds, "metrics": e.metrics} for e in comparison.entries]}
     written = [folder / "compare.json", folder / "compare.md"]
     written[0].write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     written[1].write_text(markdown(comparison), encoding="utf-8")

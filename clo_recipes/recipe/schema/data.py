@@ -48,7 +48,13 @@ class DataSection(Section):
             "first n of a seed's order, so smaller sets are contained in larger ones."
         ),
     )
-    seed: int = Field(default=42, description="Seed of the sampling order.")
+    seed: int = Field(
+        default=42,
+        description=(
+            "Seed of the sampling order (which samples are drawn and which are held out). "
+            "Sweepable like `train.seed`; a different seed also draws a different held-out set."
+        ),
+    )
     eval_samples: int = Field(
         default=100,
         ge=0,

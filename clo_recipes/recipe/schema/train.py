@@ -34,7 +34,14 @@ class TrainSection(Section):
     )
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
-    seed: int = Field(default=42, description="Seed for initialisation-free randomness (shuffling, dropout).")
+    seed: int = Field(
+        default=42,
+        description=(
+            "Seed for initialisation-free randomness (shuffling, dropout). A sweep axis like any "
+            "other (`--grid train.seed=1,2`); `compare` and `sweep` fold runs that differ only in "
+            "seeds into one row: mean over seeds and their min-max."
+        ),
+    )
     save_steps: int = Field(default=50, ge=1, description="Checkpoint every N optimizer steps (for resume).")
     logging_steps: int = Field(default=1, ge=1, description="Log metrics every N optimizer steps.")
     report_to: list[Tracker] = Field(
