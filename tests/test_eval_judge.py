@@ -31,6 +31,10 @@ class JudgeHandler(BaseHTTPRequestHandler):
             self._reply(404, {"error": {"message": "no such route"}})
             return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if "[long]" in body["messages"][-1]["content"]:  # vLLM's reply to a prompt over max_model_len
+            self._reply(400, {"error": {"message": "This model's maximum context length is 2048 tokens. However, "
+                                        "your prompt contains at least 2049 input tokens.", "code": 400}})
+            return
         answer_a, answer_b = ANSWERS.search(body["messages"][-1]["content"]).groups()
         with server.lock:
             server.seen.append((body["model"], answer_a, answer_b))
@@ -90,7 +94,7 @@ def test_both_orders_ties_and_position_bias(judge_server, tmp_path):
         ("meh", "[good] mejor"), ("[good] mejor", "meh"),
         ("[same] uno", "[same] dos"), ("[same] dos", "[same] uno"),
         ("because", "since"), ("since", "because")])
-    assert counters == {"requests": 8, "cached": 0, "identical": 1, "unreadable": 0}
+    assert counters == {"requests": 8, "cached": 0, "identical": 1, "unreadable": 0, "too_long": 0}
 
     by_id = {r["id"]: r for r in records}
     assert by_id["p1"]["scores"] == [1.0, 1.0] and by_id["p1"]["score"] == 1.0
@@ -134,6 +138,19 @@ def test_rejected_key_and_unreachable_endpoint_make_the_judge_unavailable(judge_
     with pytest.raises(JudgeUnavailable, match="unreachable"):
         judge_comparisons(COMPARISONS[:1], ChatClient(f"http://127.0.0.1:{port}/v1", "m", None), cache, {})
     assert time.monotonic() - started < 5  # connection refused is not retried for long
+
+
+def test_a_prompt_too_long_for_the_judge_costs_only_its_own_verdicts(judge_server, tmp_path):
+    client = ChatClient(judge_server.url, "judge-model", "test-key")
+    cache = VerdictCache(tmp_path / "v.sqlite")
+    long_one = Comparison("p9", "es", "[long] " + "palabra " * 50, answer="x", baseline_answer="y")
+    records, counters = judge_comparisons([COMPARISONS[0], long_one], client, cache, {})
+    assert counters["too_long"] == 2 and counters["unreadable"] == 2 and counters["requests"] == 4
+    assert records[0]["scores"] == [1.0, 1.0]  # the other comparison is judged as before
+    assert records[1]["scores"] == [0.5, 0.5] and records[1]["verdict_model_first"] is None
+    # Not cached: a judge with a longer context may answer it on a re-run.
+    _, counters = judge_comparisons([COMPARISONS[0], long_one], client, cache, {})
+    assert counters["cached"] == 2 and counters["requests"] == 2
 
 
 def test_judge_prompt_penalises_wrong_language_answers():

@@ -1,4 +1,5 @@
-"""One interface for answer generation: transformers `generate` or vLLM's offline engine.
+"""One interface for answer generation: transformers `generate`, vLLM's offline engine, or an
+OpenAI-compatible server (a `vllm serve` process, another machine, a hosted API).
 
 Every suite that needs answers (fidelity, judge) calls `Generator.generate(prompts)` with
 plain user prompts and gets the assistant's answers back, greedy, in the same order. The
@@ -128,6 +129,63 @@ class VLLMGenerator:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class EndpointGenerator:
+    """Greedy answers from an OpenAI-compatible `/chat/completions` server, `concurrency`
+    requests in flight (the server batches them). The server applies the model's chat
+    template, so the answers match what `TransformersGenerator` gets from the same weights up
+    to the server's numerics. Requests retry like the translation backend's (refused
+    connections, 5xx, timeouts; bounded, with backoff); a failure that outlives the retries,
+    a wrong model name or a prompt too long for the served context is a `StageError` (answers
+    already written to the stage's checkpoint stay there)."""
+
+    name = "endpoint"
+
+    def __init__(self, endpoint: str, model: str, *, api_key: str | None = None, max_new_tokens: int,
+                 concurrency: int = 8, timeout_s: float = 300.0, max_retries: int = 3, backoff_s: float = 1.0):
+        from clo_recipes.chat_endpoint import ChatEndpoint
+
+        self.client = ChatEndpoint(endpoint, model, api_key, timeout_s=timeout_s, max_retries=max_retries,
+                                   max_tokens=max_new_tokens, backoff_s=backoff_s)
+        self.model, self.concurrency = model, concurrency
+        self.completion_tokens = 0  # as the server counted them, for throughput figures
+
+    def _answer(self, prompt: str) -> tuple[str, int | None]:
+        from clo_recipes.chat_endpoint import EndpointError
+        from clo_recipes.errors import StageError
+
+        try:
+            return self.client.chat([{"role": "user", "content": prompt}])
+        except EndpointError as error:
+            url = self.client.url
+            hint = {
+                "not_found": "check the endpoint (it ends in /v1) and that the server serves this model name "
+                             "(vllm: --served-model-name)",
+                "too_long": "lower eval.max_new_tokens or serve the model with a larger --max-model-len",
+                "auth": "export the API key the server expects",
+            }.get(error.kind, "start the server (or wait for /health), then re-run: finished answers are kept")
+            raise StageError(f"generation endpoint {url} (model {self.model!r}) failed after "
+                             f"{error.attempts} attempt(s): {error.detail}", hint=hint) from None
+
+    def generate(self, prompts: Sequence[str], progress: Any = None) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="generate") as pool:
+            futures = [pool.submit(self._answer, prompt) for prompt in prompts]
+            answers = []
+            try:
+                for future in futures:
+                    text, tokens = future.result()
+                    answers.append(text)
+                    self.completion_tokens += tokens or 0
+                    if progress is not None:
+                        progress.update(1)
+            except BaseException:
+                for pending in futures:
+                    pending.cancel()
+                raise
+        return answers
 
 
 def vllm_usable() -> bool:

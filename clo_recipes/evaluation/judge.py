@@ -52,6 +52,10 @@ class JudgeUnavailable(Exception):
     """The judge cannot be used at all (unreachable, key rejected, unknown model)."""
 
 
+class TooLongForJudge(Exception):
+    """One judge prompt exceeds the judge's context: that verdict is unreadable, the rest go on."""
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One prompt answered by the judged model and by the baseline."""
@@ -133,6 +137,8 @@ class ChatClient:
             return self.endpoint.complete(messages)
         except EndpointError as error:
             url = self.endpoint.url
+            if error.kind == "too_long":
+                raise TooLongForJudge(error.detail) from None
             raise JudgeUnavailable({
                 "auth": f"judge endpoint rejected the API key ({error.detail})",
                 "not_found": f"judge endpoint or model not found (at {url}, model {self.model!r}): {error.detail}",
@@ -154,7 +160,8 @@ def judge_comparisons(comparisons: Sequence[Comparison], client: ChatClient, cac
 
     Cached replies are reused; new ones are written to the cache as they arrive, so an
     interrupted judge loses nothing it already paid for. Identical answers are ties without
-    asking the judge.
+    asking the judge. A prompt too long for the judge's context gets no verdict (counted in
+    `too_long` and as unreadable, not cached: a judge with a longer context can answer it).
     """
     jobs: dict[str, list[dict]] = {}  # cache key -> messages (unique requests)
     plan: list[tuple[Comparison, str | None, str | None]] = []
@@ -173,14 +180,20 @@ def judge_comparisons(comparisons: Sequence[Comparison], client: ChatClient, cac
 
     replies = {key: reply for key in jobs if (reply := cache.get(key)) is not None}
     missing = [key for key in jobs if key not in replies]
-    counters = {"requests": len(missing), "cached": len(replies), "identical": sum(1 for p in plan if p[1] is None)}
+    counters = {"requests": len(missing), "cached": len(replies), "identical": sum(1 for p in plan if p[1] is None),
+                "too_long": 0}
     if missing:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             futures = {pool.submit(client.complete, jobs[key]): key for key in missing}
             try:
                 for future in as_completed(futures):
                     key = futures[future]
-                    replies[key] = future.result()
+                    try:
+                        replies[key] = future.result()
+                    except TooLongForJudge:
+                        replies[key] = ""
+                        counters["too_long"] += 1
+                        continue
                     cache.put(key, client.model, replies[key])
             except JudgeUnavailable:
                 for pending in futures:

@@ -66,7 +66,7 @@ def judge_models(ctx: StageContext, settings) -> dict:
     client = ChatClient(settings.endpoint, settings.model, api_key, timeout_s=settings.timeout_s)
     cache = VerdictCache(ctx.cache_dir / CACHE_FILE)
     models: dict[str, dict] = {}
-    counters = {"requests": 0, "cached": 0, "identical": 0, "unreadable": 0}
+    counters = {"requests": 0, "cached": 0, "identical": 0, "unreadable": 0, "too_long": 0}
     all_records: list[dict] = []
     try:
         for label, rows in answers.items():

@@ -56,6 +56,11 @@ class OpenAITranslator(Translator):
         if error.kind == "not_found":
             return CloError(f"translation endpoint or model not found (HTTP 404 at {url}, model {self.model!r}): "
                             f"{error.detail}", hint="check translation.endpoint (it ends in /v1) and translation.model")
+        if error.kind == "too_long":
+            return CloError(f"a segment is too long for the context of {self.model!r} at {url}: {error.detail}",
+                            hint="lower translation.max_segment_chars (segments are split at sentence ends), "
+                                 "lower translation.max_new_tokens, or serve the model with a larger --max-model-len; "
+                                 "finished batches are cached")
         if error.kind == "unreachable" and error.attempts == 1:
             return CloError(f"translation endpoint {url} unreachable ({error.detail})",
                             hint="check translation.endpoint")
