@@ -145,6 +145,7 @@ def test_sweep_files_aggregate_seeds_with_one_plot_per_metric(swept, tmp_path):
     assert "Does CLO at n match or beat SFT at 2n?" in text
     document = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert document["seed_axes"] == ["train.seed"] and document["stages_run"] > 0 and document["stages_reused"] > 0
+    assert document["stage_seconds_avoided"] > 0  # what the reused stages took where they ran
 
 
 def _point(samples: str, method: str, seed: str, value: float) -> SweepPoint:

@@ -153,6 +153,12 @@ def _finish(plan: Plan, stage: PlannedStage, outputs: dict, derived: dict, start
     stage.status = "done"
 
 
+def original_seconds(folder: Path) -> float:
+    """What the stage took where it really ran (a reused folder carries its original's time)."""
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return float((manifest.get("derived") or {}).get("original_seconds", manifest.get("seconds", 0.0)))
+
+
 def finished_folder(run_dirs: list[Path], name: str) -> Path | None:
     for run_dir in run_dirs:
         candidate = run_dir / name
@@ -163,7 +169,9 @@ def finished_folder(run_dirs: list[Path], name: str) -> Path | None:
 
 def reuse_stages(plan: Plan, *, pool: list[Path], donor: Plan | None = None) -> list[dict]:
     """Fill the not-yet-done stages of `plan` that can be reused (in stage order, each only
-    once its inputs are done); returns what was reused, `{"stage", "how", "from"}` each."""
+    once its inputs are done); returns what was reused, `{"stage", "how", "from",
+    "original_seconds"}` each (the last: what the stage took where it ran, for a slice the
+    larger run's time, so an upper bound of what an independent run would have spent)."""
     reused: list[dict] = []
     others = [run_dir for run_dir in pool if run_dir != plan.run_dir]
     for stage in plan.stages:
@@ -175,7 +183,7 @@ def reuse_stages(plan: Plan, *, pool: list[Path], donor: Plan | None = None) -> 
         if same is not None:
             work, _ = plan.store.begin(stage.id, stage.fingerprint)
             _link_tree(same, work)
-            derived = {"how": "same fingerprint", "from": str(same)}
+            derived = {"how": "same fingerprint", "from": str(same), "original_seconds": original_seconds(same)}
             _finish(plan, stage, _outputs(same), derived, started)
             reused.append({"stage": stage.id, **derived})
             continue
@@ -191,7 +199,8 @@ def reuse_stages(plan: Plan, *, pool: list[Path], donor: Plan | None = None) -> 
         if outputs is None:
             shutil.rmtree(work, ignore_errors=True)
             continue
-        derived = {"how": f"slice of the {donor.resolved.recipe.data.samples}-sample run", "from": str(source)}
+        derived = {"how": f"slice of the {donor.resolved.recipe.data.samples}-sample run", "from": str(source),
+                   "original_seconds": original_seconds(source)}
         _finish(plan, stage, outputs, derived, started)
         reused.append({"stage": stage.id, **derived})
     return reused

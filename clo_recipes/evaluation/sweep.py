@@ -250,7 +250,8 @@ def _reused(entries: list[dict], console) -> dict[str, dict]:
     for entry in entries:
         if console is not None:
             console.print(f"[green]✓ {entry['stage']}[/] reused ({entry['how']}) [dim]{entry['from']}[/]")
-        found[entry["stage"]] = {"status": "reused", "how": entry["how"], "seconds": 0.0}
+        found[entry["stage"]] = {"status": "reused", "how": entry["how"], "seconds": 0.0,
+                                 "avoided_s": round(entry.get("original_seconds", 0.0), 3)}
     return found
 
 
@@ -416,6 +417,7 @@ def write_sweep(points: list[SweepPoint], axes: list[tuple[str, list[str]]], met
                 "seed_axes": [key for key, _ in axes if key in SEED_AXES],
                 "stage_seconds": round(sum(s["seconds"] for s in ran), 2), "stages_run": len(ran),
                 "stages_reused": len(reused),
+                "stage_seconds_avoided": round(sum(s.get("avoided_s", 0.0) for s in reused), 2),
                 "points": [{"point": p.point, "name": p.name, "run_dir": str(p.run_dir) if p.run_dir else None,
                             "model": p.model, "metrics": p.metrics, "error": p.error, "stages": p.stages}
                            for p in points]}
@@ -423,8 +425,9 @@ def write_sweep(points: list[SweepPoint], axes: list[tuple[str, list[str]]], met
 
     text = [f"# {title}", ""]
     if ran or reused:
-        text += [f"Stages run: {len(ran)} ({document['stage_seconds']:.0f} stage-seconds); "
-                 f"stages reused from other points: {len(reused)}.", ""]
+        text += [f"Stages run: {len(ran)} ({document['stage_seconds']:.0f} stage-seconds); stages reused from "
+                 f"other points: {len(reused)}, which took {document['stage_seconds_avoided']:.0f} stage-seconds "
+                 "where they ran (for slices, at the largest sample count: an upper bound of what was saved).", ""]
     spread_note = ("mean over seeds [min–max over seeds]" if document["seed_axes"]
                    else "value [95% interval of the run]")
     for metric in chosen:
