@@ -165,6 +165,13 @@ def test_paper_reading_compares_clo_at_n_with_sft_at_2n():
     assert paper_reading(lower, "nll", "data.samples", "method.name")[2].endswith("clo matches or beats |")
 
 
+def test_reuse_slices_the_file_the_reference_stage_writes():
+    from clo_recipes.engine import reuse
+    from clo_recipes.training.reference import REFERENCE_FILE
+
+    assert reuse.REFERENCE_FILE == REFERENCE_FILE
+
+
 def test_the_shipped_sweep_file_names_the_demo_grid():
     from conftest import REPO
 

@@ -36,6 +36,10 @@ from .context import read_jsonl, write_jsonl
 from .plan import Plan, PlannedStage
 from .store import MANIFEST
 
+# The reference stage's per-sample file (`training.reference.REFERENCE_FILE`; the engine does
+# not import the training layer, a test checks the two names agree).
+REFERENCE_FILE = "reference.jsonl"
+
 
 def _link_tree(source: Path, target: Path, skip: set[str] = frozenset()) -> None:
     """Hard-link (or copy, across file systems) every file except `skip` and the manifest."""
@@ -87,8 +91,6 @@ def _translate(plan: Plan, stage: PlannedStage, donor: Path, work: Path) -> dict
 
 
 def _reference(plan: Plan, stage: PlannedStage, donor: Path, work: Path) -> dict | None:
-    from clo_recipes.training.reference import REFERENCE_FILE
-
     pairs = {row["id"]: row for row in read_jsonl(_input(plan, stage, "pairs") / "train.jsonl")}
     donor_file = _donor_pairs_file(donor, "train.jsonl")
     donor_pairs = {row["id"]: row for row in read_jsonl(donor_file)} if donor_file else None
