@@ -198,3 +198,21 @@ def test_compare_folds_runs_that_differ_only_in_seed(swept, tmp_path):
     assert "2 seeds, mean [min–max over seeds]" in markdown(folded)
     separate = collect(runs, aggregate_seeds=False)
     assert len([e for e in separate.entries if e.model == "clo"]) == 2
+
+
+def test_sweep_command_refuses_bad_sweep_files_before_running(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("recipe: ../demo_cpu.yaml\ngrid: {data.samples: [32]}\nmetric: [nll]\n", encoding="utf-8")
+    cases = ((bad, [], "is not a sweep file (unknown keys: metric)"),
+             (REPO / "recipes" / "demo_cpu.yaml", [], "needs at least one --grid"),
+             (REPO / "recipes" / "sweeps" / "demo_efficiency.yaml", ["--grid", "train.sed=1,2"], "did you mean 'seed'?"))
+    for path, extra, message in cases:
+        shown = subprocess.run([sys.executable, "-m", "clo_recipes", "sweep", str(path), *extra, "--out", str(tmp_path / "o")],
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert shown.returncode == 2 and message in shown.stderr, shown.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "runs").exists()
