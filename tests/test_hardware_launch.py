@@ -152,13 +152,13 @@ def test_no_launcher_for_one_gpu_or_cpu(tmp_path):
         assert Launcher.for_plan(plan, path, []) is None
 
 
-def test_launcher_takes_only_training_stages(tmp_path, monkeypatch):
+def test_launcher_takes_the_reference_and_training_stages(tmp_path, monkeypatch):
     for name in ("MACHINE_RANK", "NODE_RANK", "MAIN_PROCESS_IP", "MASTER_ADDR", "MAIN_PROCESS_PORT", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
     plan, path = _plan(tmp_path, {"hardware": "8xa100"}, ["train.epochs=1"])
     launcher = Launcher.for_plan(plan, path, ["train.epochs=1"])
     assert launcher.world_size == 8 and launcher.is_main_machine
-    assert [s.id for s in plan.stages if launcher.wants(s)] == ["train-clo", "train-sft"]
+    assert [s.id for s in plan.stages if launcher.wants(s)] == ["reference-clo", "train-clo", "train-sft"]
     command = launcher.command(plan.stage("train-clo"))
     assert command[command.index("--config_file") + 1] == str(plan.run_dir / "accelerate_config.yaml")
     assert command[-8:] == ["run", str(path.resolve()), "--only", "train-clo", "--no-launch", "--force",
@@ -266,3 +266,53 @@ def test_cli_dry_run_prints_the_launch_and_accepts_the_launched_arguments(tmp_pa
                            capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr
     assert "accelerate.commands.launch" not in child.stdout  # --no-launch: no launch from inside a launch
+
+
+# --------------------------------------------------------------------------- CPU processes
+def test_cpu_processes_take_the_same_launch_as_gpus(tmp_path, monkeypatch):
+    """`num_processes` on CPU: the same generated config and command as on GPUs (torchrun
+    starts N ranks); only ACCELERATE_USE_CPU differs, so accelerate joins them over gloo."""
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    for name in ("MACHINE_RANK", "NODE_RANK", "MAIN_PROCESS_IP", "MASTER_ADDR", "MAIN_PROCESS_PORT", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    plan, path = _plan(tmp_path, {"hardware": {"profile": "cpu", "num_processes": 2}})
+    launcher = Launcher.for_plan(plan, path, [])
+    assert launcher.world_size == 2 and launcher.on_cpu and launcher.env == {"ACCELERATE_USE_CPU": "true"}
+    (tmp_path / "gpu").mkdir()
+    gpu_plan, gpu_path = _plan(tmp_path / "gpu", {"hardware": {"profile": "single-80gb", "num_gpus": 2}})
+    gpu = Launcher.for_plan(gpu_plan, gpu_path, [])
+    assert gpu.env == {}
+
+    def shape(command: list[str]) -> list[str]:  # the command without its two paths
+        return command[:4] + command[5:8] + command[9:]
+
+    assert shape(launcher.command(plan.stage("train-clo"))) == shape(gpu.command(gpu_plan.stage("train-clo")))
+    config = launcher.config()
+    assert config["distributed_type"] == "MULTI_GPU" and config["num_processes"] == 2 and config["use_cpu"] is False
+    assert config["main_process_port"] == 0  # one machine: accelerate picks a free port, parallel runs never collide
+    args = _accelerate_view(config, tmp_path, [])
+    prepare_multi_gpu_env(args)
+    assert args.multi_gpu and not args.cpu and args.nproc_per_node == "2"  # torchrun, not the one-process launcher
+
+
+def test_num_processes_on_gpus_must_be_one_per_gpu(tmp_path):
+    from clo_recipes.errors import RecipeError
+
+    with pytest.raises((CloError, RecipeError), match="one process per GPU"):
+        _plan(tmp_path, {"hardware": {"profile": "8xa100", "num_processes": 4}})
+    with pytest.raises((CloError, RecipeError), match=r"micro_batch_size × processes = 4 × 3 = 12"):
+        _plan(tmp_path, {"hardware": {"profile": "cpu", "num_processes": 3}})
+
+
+def test_each_machine_writes_its_own_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAIN_PROCESS_IP", "10.0.0.1")
+    monkeypatch.delenv("MAIN_PROCESS_PORT", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    overrides = ["hardware.num_machines=2"]
+    plan, path = _plan(tmp_path, {"hardware": "8xh100", "train": {"global_batch_size": 64}}, overrides)
+    zero = Launcher.for_plan(plan, path, overrides, machine_rank=0)
+    one = Launcher.for_plan(plan, path, overrides, machine_rank=1)
+    assert zero.config_path != one.config_path and zero.config_path.parent == one.config_path.parent
+    assert zero.config()["main_process_port"] == one.config()["main_process_port"] == 29500
+    assert (zero.config()["machine_rank"], one.config()["machine_rank"]) == (0, 1)

@@ -166,7 +166,14 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
             launcher=None) -> RunResult:
     """Run the selected stages in order. Interrupted or failed stages keep their work folder
     (`*.partial`), so the next call resumes them. `launcher` (hardware.launch) takes over
-    the stages it wants (training on several GPUs); data stages always run here, once."""
+    the stages it wants (reference and training on several processes); data stages always run
+    here, once, on machine 0; other machines only `join` the launched stages."""
+    if os.environ.get("CLO_RECIPES_LOCK_HELD") and "LOCAL_RANK" in os.environ:
+        from ..hardware.launch import die_with_launcher
+
+        die_with_launcher()  # a launched rank: no orphan training on after a kill -9 of the run
+    if launcher is not None and not launcher.is_main_machine:
+        return join(plan, launcher, only=only, from_stage=from_stage, console=console)
     chosen, redo = select_stages(plan, only, from_stage)
     if force:
         redo = set(chosen)
@@ -202,6 +209,38 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
     finally:
         if holds_lock:
             plan.store.unlock()
+    return RunResult(plan.run_dir, outcomes)
+
+
+def join(plan: Plan, launcher, *, only: list[str] | None = None, from_stage: str | None = None,
+         console=None, poll_seconds: float = 2.0) -> RunResult:
+    """A machine other than 0 in a multi-node run: it runs no data stage, takes no lock and
+    writes nothing of its own; for each launched stage (reference, training) it waits until
+    machine 0 has finished that stage's inputs on the shared run folder, then starts its
+    share of the processes, which meet machine 0's in the launcher's rendezvous."""
+    chosen, _ = select_stages(plan, only, from_stage)
+    outcomes: list[StageOutcome] = []
+    for stage in plan.stages:
+        if stage.id not in chosen or not launcher.wants(stage):
+            outcomes.append(StageOutcome(stage.id, "skipped"))
+            continue
+        waiting = [plan.stage(dep) for dep in stage.deps]
+        told = False
+        while not all(plan.store.is_done(dep.id, dep.fingerprint) for dep in waiting):
+            if console is not None and not told:
+                names = ", ".join(dep.id for dep in waiting if not plan.store.is_done(dep.id, dep.fingerprint))
+                console.print(f"[dim]machine {launcher.machine_rank}: waiting for machine 0 to finish {names}[/]")
+                told = True
+            time.sleep(poll_seconds)
+        if plan.store.is_done(stage.id, stage.fingerprint):
+            outcomes.append(StageOutcome(stage.id, "cached", 0.0, plan.stage_dir(stage)))
+            continue
+        if console is not None:
+            console.print(f"[bold cyan]▶ {stage.id}[/] joining on machine {launcher.machine_rank} "
+                          f"({launcher.processes} of {launcher.world_size} processes)")
+        started = time.time()
+        launcher.run_stage(stage)
+        outcomes.append(StageOutcome(stage.id, "ran", time.time() - started))
     return RunResult(plan.run_dir, outcomes)
 
 

@@ -3,8 +3,9 @@
 Computed once, before training, in a no-grad pass over length-sorted batches, with the same
 precision, attention kernel and quantization as training (with LoRA/QLoRA the reference is
 the base model, i.e. the policy with its adapters disabled). Writes `reference.jsonl`
-(format: `clo_recipes.training.reference`) and `chat_check.json`; the train stage reads the
-former and so holds no second model.
+(format: `clo_recipes.training.reference`, in data order) and `chat_check.json`; the train
+stage reads the former and so holds no second model. On several processes (GPUs, or
+`hardware.num_processes` on CPU) each scores a disjoint share and rank 0 writes the file.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def run(ctx: StageContext) -> dict:
     started = time.perf_counter()
     bar = progress_bar(len(example_set.examples), f"reference {ctx.arm}", unit="sample",
                        enabled=accelerator.is_main_process and ctx.show_progress)
+    shares: list[int] = []
     logps = compute_reference(model, example_set.examples, PREFERENCE_SEQUENCES, pad_id=tokenizer.pad_token_id,
-                              device=accelerator.device, autocast=accelerator.autocast, progress=bar)
+                              device=accelerator.device, autocast=accelerator.autocast, progress=bar, shares=shares)
     bar.close()
     seconds = time.perf_counter() - started
     if accelerator.is_main_process:
@@ -57,5 +59,7 @@ def run(ctx: StageContext) -> dict:
         "samples": len(example_set.examples),
         "dropped_too_long": example_set.dropped_too_long,
         "mean_logps": {name: round(value, 4) for name, value in means.items()},
+        "processes": accelerator.num_processes,
+        "samples_per_process": shares,  # each sample scored once, by one process
         "seconds": round(seconds, 2),
     }

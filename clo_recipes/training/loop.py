@@ -132,11 +132,24 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=MIXED_PRECISION[precision], log_with=trackers or None,
                                        project_dir=str(job.work_dir / "trackers"))
         self.trackers = trackers
+        self._check_sharding()
+        self.first_step_shards: list[list[str]] | None = None
         set_seed(job.train.seed)
         self.phases = phases_of(job.arm)
         self.work_dir = job.work_dir
         self.metrics_file = job.work_dir / "metrics.jsonl"
         self.checkpoints = CheckpointStore(job.work_dir / "checkpoints", identity_hash(job.identity), self.phases)
+
+    def _check_sharding(self) -> None:
+        """Never train a different mode than the recipe asks: accelerate turns its FSDP plugin
+        on only for accelerator devices, so CPU processes would silently run plain DDP."""
+        sharding = self.job.hardware.sharding or "none"
+        kind = self.accelerator.distributed_type.name
+        if sharding == "fsdp" and self.accelerator.num_processes > 1 and kind != "FSDP":
+            raise CloError(f"hardware.sharding: fsdp, but accelerate runs these {self.accelerator.num_processes} "
+                           f"processes as {kind}: its FSDP plugin (FSDP1 and FSDP2) is enabled only on GPUs "
+                           "(and other accelerators), not on CPU processes",
+                           hint="on CPU use hardware.sharding: none (DDP over gloo); FSDP on GPUs")
 
     @property
     def main(self) -> bool:
@@ -232,6 +245,8 @@ class Trainer:
                                         micro_batch=job.hardware.micro_batch_size or 1, world_size=world, rank=rank,
                                         start=start):
             started = time.perf_counter()
+            if self.first_step_shards is None:
+                self.first_step_shards = self._shards(plan)
             denominators = objective.denominators([self.examples[i] for i in plan.examples])
             totals = StepTotals()
             for index, micro in enumerate(plan.micro_batches):
@@ -306,6 +321,15 @@ class Trainer:
 
     # ---- helpers -----------------------------------------------------------------------
 
+    def _shards(self, plan: Any) -> list[list[str]]:
+        """The sample ids each process trains on in one step (recorded for the first step run)."""
+        mine = [self.examples[i].id for micro in plan.micro_batches for i in micro]
+        if self.accelerator.num_processes == 1:
+            return [mine]
+        from accelerate.utils import gather_object
+
+        return [list(part) for part in gather_object([mine])]
+
     def _progress(self, total: int, desc: str, *, initial: int = 0, unit: str = "step") -> Any:
         from ..progress import progress_bar
 
@@ -367,7 +391,9 @@ class Trainer:
             "trainable_parameters": self.trainable_count,
             "total_parameters": self.total_count,
             "processes": self.accelerator.num_processes,
+            "distributed": self.accelerator.distributed_type.name,  # NO, MULTI_CPU/MULTI_GPU (DDP), FSDP, DEEPSPEED
             "resumed_from": resumed,
+            "first_step_samples_per_process": self.first_step_shards,  # disjoint: each rank its own shard
             "model_dir": model_dir.name,
         }
         rows = [json.loads(line) for line in self.metrics_file.read_text(encoding="utf-8").splitlines()] \

@@ -42,10 +42,12 @@ def reference_batches(examples: list[Example], names: tuple[str, ...], budget: i
 
 
 def compute_reference(model: Any, examples: list[Example], names: tuple[str, ...], *, pad_id: int, device: Any,
-                      autocast: Callable[[], Any] = nullcontext, progress: Any = None) -> dict[str, dict[str, float]]:
+                      autocast: Callable[[], Any] = nullcontext, progress: Any = None,
+                      shares: list[int] | None = None) -> dict[str, dict[str, float]]:
     """{example id: {name: summed answer log-prob}} under `model` in eval mode, without gradients.
 
-    In a multi-process launch every rank scores a share and all ranks receive the whole result.
+    In a multi-process launch every rank scores a disjoint share and all ranks receive the
+    whole result; `shares`, when given, receives the number of samples each rank scored.
     """
     import torch
     from accelerate import PartialState
@@ -54,12 +56,15 @@ def compute_reference(model: Any, examples: list[Example], names: tuple[str, ...
     state = PartialState()
     budget = token_budget(model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config")
                           else model.config.vocab_size)
-    every = reference_batches(examples, names, budget)
-    batches = every[state.process_index::state.num_processes]
+    # Samples are dealt out longest first, one to each rank in turn: every rank gets a like
+    # share of the work, and each batches its own share within the token budget.
+    ordered = sorted(examples, key=lambda e: -e.length)
+    per_rank = [reference_batches(ordered[r::state.num_processes], names, budget) for r in range(state.num_processes)]
     # Sharded models (FSDP, ZeRO-3) need every rank in every forward: equal batch counts,
-    # the padding batches' results are dropped.
-    rounds = -(-len(every) // state.num_processes)
-    batches = [(b, True) for b in batches] + [(every[0], False)] * (rounds - len(batches))
+    # the padding batches (the shortest sample) have their results dropped.
+    rounds = max(len(b) for b in per_rank)
+    mine = per_rank[state.process_index]
+    batches = [(b, True) for b in mine] + [(ordered[-1:], False)] * (rounds - len(mine))
     if progress is not None:  # this rank's share
         progress.reset(total=sum(len(b) for b, counted in batches if counted))
     was_training = model.training
@@ -78,12 +83,18 @@ def compute_reference(model: Any, examples: list[Example], names: tuple[str, ...
             if progress is not None:
                 progress.update(len(batch_examples))
     model.train(was_training)
-    if state.num_processes > 1:
-        merged: dict[str, dict[str, float]] = {}
-        for part in gather_object([found]):
-            merged.update(part)
-        found = merged
-    return found
+    parts = gather_object([found]) if state.num_processes > 1 else [found]
+    merged: dict[str, dict[str, float]] = {}
+    for part in parts:
+        merged.update(part)
+    # every sample scored by exactly one rank: a wrong split must not pass silently
+    if sum(len(part) for part in parts) != len(merged) or set(merged) != {e.id for e in examples}:
+        raise CloError(f"reference log-probs: {sum(len(p) for p in parts)} scores over {state.num_processes} "
+                       f"processes for {len(examples)} samples ({len(merged)} distinct)",
+                       hint="a bug in the split over processes; please report it")
+    if shares is not None:
+        shares[:] = [len(part) for part in parts]
+    return merged
 
 
 def write_reference(path: Path, examples: list[Example], logps: dict[str, dict[str, float]]) -> int:

@@ -21,6 +21,11 @@ class HardwareSection(Section):
         description="`cpu`, `single-24gb`, `single-48gb`, `single-80gb`, `8xa100`, `8xh100`, or `auto` (from the GPUs seen).",
     )
     num_gpus: int | None = Field(default=None, ge=0, description="GPUs per machine (0 = CPU).")
+    num_processes: int | None = Field(
+        default=None, ge=1,
+        description="Training processes per machine on CPU (`num_gpus: 0`): more than 1 trains with DDP/FSDP over "
+                    "gloo through the same `accelerate launch` as GPUs. On GPUs it is one per GPU.",
+    )
     num_machines: int | None = Field(default=None, ge=1, description="Machines (multi-node).")
     gpu_memory_gb: float | None = Field(default=None, gt=0, description="Memory per GPU, GiB.")
     precision: Precision | None = Field(
