@@ -20,26 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 20240611
-ALPHA = 0.05
-
-
-def bootstrap_ratio_interval(nlls: Sequence[float], tokens: Sequence[int], *, resamples: int = BOOTSTRAP_RESAMPLES,
-                             seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """95% percentile interval of sum(nll) / sum(tokens) under resampling of samples."""
-    import numpy as np
-
-    nll = np.asarray(nlls, dtype=np.float64)
-    count = np.asarray(tokens, dtype=np.float64)
-    if len(nll) < 2:
-        value = float(nll.sum() / count.sum())
-        return value, value
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(nll), size=(resamples, len(nll)))
-    ratios = nll[picks].sum(axis=1) / count[picks].sum(axis=1)
-    low, high = np.quantile(ratios, [ALPHA / 2, 1 - ALPHA / 2])
-    return float(low), float(high)
+from .stats import ALPHA, BOOTSTRAP_RESAMPLES, bootstrap_ratio_interval
 
 
 def summarise_nll(nlls: Sequence[float], tokens: Sequence[int]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Confidence intervals for the shares and win rates the evaluation reports."""
+"""Confidence intervals for the shares, win rates and mean NLLs the evaluation reports."""
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -34,3 +35,26 @@ def share_with_interval(successes: float, total: int) -> dict:
         return {"share": None, "low": None, "high": None, "k": 0, "n": 0}
     low, high = wilson_interval(successes, total)
     return {"share": successes / total, "low": low, "high": high, "k": successes, "n": total}
+
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 20240611
+ALPHA = 0.05  # two-sided 95% intervals
+
+
+def bootstrap_ratio_interval(nlls: Sequence[float], tokens: Sequence[int], *, resamples: int = BOOTSTRAP_RESAMPLES,
+                             seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95% percentile bootstrap interval of sum(nll) / sum(tokens), resampling whole samples
+    (a token-weighted mean whose tokens are not independent), seeded: deterministic."""
+    import numpy as np
+
+    nll = np.asarray(nlls, dtype=np.float64)
+    count = np.asarray(tokens, dtype=np.float64)
+    if len(nll) < 2:
+        value = float(nll.sum() / count.sum())
+        return value, value
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(nll), size=(resamples, len(nll)))
+    ratios = nll[picks].sum(axis=1) / count[picks].sum(axis=1)
+    low, high = np.quantile(ratios, [ALPHA / 2, 1 - ALPHA / 2])
+    return float(low), float(high)
