@@ -177,8 +177,12 @@ def test_the_shipped_sweep_file_names_the_demo_grid():
 
     spec = load_sweep_file(REPO / "recipes" / "sweeps" / "demo_efficiency.yaml")
     assert spec.recipe.resolve() == (REPO / "recipes" / "demo_cpu.yaml").resolve()
-    assert spec.grid == ["data.samples=32,64,128,256", "method.name=clo,sft", "train.seed=1,2"]
-    assert spec.overrides == ["method.baselines=[]"] and spec.metrics == ["fidelity", "nll", "nll_en", "mc"]
+    axes = dict(parse_grid(spec.grid))
+    assert list(axes) == ["data.samples", "method.name", "train.seed"]
+    sizes = [int(v) for v in axes["data.samples"]]
+    assert len(sizes) >= 3 and all(b == 2 * a for a, b in zip(sizes, sizes[1:]))  # CLO at n vs SFT at 2n
+    assert axes["method.name"] == ["clo", "sft"] and len(axes["train.seed"]) >= 2
+    assert "method.baselines=[]" in spec.overrides and spec.metrics == ["fidelity", "nll", "nll_en", "mc"]
 
 
 def test_compare_folds_runs_that_differ_only_in_seed(swept, tmp_path):
