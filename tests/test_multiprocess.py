@@ -372,3 +372,35 @@ def test_fsdp_on_cpu_processes_says_it_needs_gpus(prepared):
     assert "hardware.sharding: fsdp does not run on CPU processes" in screen
     assert "hardware.sharding: none" in screen
     _finished_stages_kept(prepared)
+
+
+ACCELERATE_ON_CPU = """
+import sys, torch
+from accelerate import Accelerator
+from accelerate.utils import FullyShardedDataParallelPlugin
+from torch.distributed.fsdp import fully_shard
+
+accelerator = Accelerator(cpu=True, fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=int(sys.argv[1])))
+layer = fully_shard(torch.nn.Linear(4, 4))  # torch itself, on the same gloo group
+print(accelerator.distributed_type.name, accelerator.num_processes, tuple(layer.weight.to_local().shape), flush=True)
+"""
+
+
+@pytest.mark.parametrize("fsdp_version", [1, 2])
+def test_accelerate_runs_its_fsdp_plugin_as_ddp_on_cpu_processes(tmp_path, fsdp_version):
+    """Why `sharding: fsdp` is refused on CPU (tripwire for an accelerate upgrade). Even with an
+    explicit FSDP plugin, accelerate 1.16 picks DistributedType.FSDP only inside its branch for
+    accelerator devices (AcceleratorState.__init__: `elif self.distributed_type in [MULTI_GPU,
+    MULTI_NPU, ...]`, which has no MULTI_CPU), and `accelerate launch` sends `use_fsdp` to its
+    multi-GPU launcher only `if not args.cpu`. So CPU processes train DDP, while torch's own
+    fully_shard does shard over the same gloo group: the limit is accelerate's. If this test
+    fails, accelerate now shards on CPU: lift the refusals in hardware/launch.py
+    (check_machine) and training/loop.py (_check_sharding) and train fsdp here."""
+    script = tmp_path / "probe.py"
+    script.write_text(ACCELERATE_ON_CPU, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
+                           str(fsdp_version)], env=environment(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.strip())
+    assert lines == ["MULTI_CPU 2 (2, 4)", "MULTI_CPU 2 (2, 4)"], done.stdout
