@@ -7,10 +7,10 @@ built and started as the tests do (tests/support/real_server.py: its venv is reu
 built); the server start is reported but not counted in its throughput. Both paths use the
 same wall clock and count tokens the same way (the answer re-tokenized with the model's
 tokenizer), so the ratio compares like with like. On a shared machine wall time varies with
-the neighbours: each path runs twice, alternating, and the faster run is kept.
+the neighbours: each path runs `--repeats` times, alternating, and the faster run is kept.
 
     HF_HUB_OFFLINE=1 python benchmarks/server_throughput.py [--requests 64] [--max-new-tokens 64]
-        [--batch-size 8] [--concurrency 16] [--endpoint http://127.0.0.1:8000/v1 --model NAME]
+        [--batch-size 8] [--concurrency 16] [--repeats 2] [--endpoint http://127.0.0.1:8000/v1 --model NAME]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8, help="transformers generate batch")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight to the server")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each path (alternating); the best is kept")
     parser.add_argument("--endpoint", help="an already running server (default: start one as the tests do)")
     parser.add_argument("--model", default="smollm2", help="the served model name with --endpoint")
     args = parser.parse_args()
@@ -73,7 +74,7 @@ def main() -> None:
         asked = prompts(args.requests)
         remote.generate(asked[:2])  # warm-up, not timed
         runs: dict[str, list[tuple[list[str], float]]] = {"transformers": [], "server": []}
-        for _ in range(2):
+        for _ in range(args.repeats):
             runs["transformers"].append(timed(lambda: local.generate(asked)))
             runs["server"].append(timed(lambda: remote.generate(asked)))
     finally:
