@@ -201,15 +201,19 @@ def translation_section(translation: dict | None) -> list[str]:
     if not translation:
         return []
     drops = ", ".join(f"{reason} {count}" for reason, count in translation.get("dropped_by_reason", {}).items() if count)
-    who = f"`{translation['backend']}`" + (f" ({translation['model']})" if translation.get("model") else "")
+    # A translate stage's outputs from before backend/language were recorded (older runs,
+    # stand-in stages) still render: only what is known is said.
+    backend, model = translation.get("backend"), translation.get("model")
+    who = (f"`{backend}`" if backend else "The translation") + (f" ({model})" if model else "")
+    language = translation.get("language", "target")
     out = ["## Translation", "",
-           f"{who} en→{translation['language']}: {translation['translated']} training and "
-           f"{translation['eval_translated']} held-out samples kept, {translation['dropped']} dropped"
+           f"{who} en→{language}: {translation.get('translated', '?')} training and "
+           f"{translation.get('eval_translated', '?')} held-out samples kept, {translation.get('dropped', 0)} dropped"
            + (f" ({drops})" if drops else "") + "; `dropped.jsonl` of the translate stage lists them.", ""]
     trip = translation.get("round_trip")
     if trip and trip.get("count"):
         quantiles = ["min", "p10", "p25", "median", "p75", "p90", "max"]
-        out += [f"Round trip {translation['language']}→en: chrF (0-100) of each back-translation against its "
+        out += [f"Round trip {language}→en: chrF (0-100) of each back-translation against its "
                 "English source; a sample scores the lower of its query and answer.", "",
                 _md_table(["samples", "mean", *quantiles, f"dropped (< {trip['threshold']:g})"],
                           [[str(trip["count"]), f"{trip['mean']:.1f}", *(f"{trip[q]:.1f}" for q in quantiles),
