@@ -6,6 +6,7 @@ state and works in any thread or headless process.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -61,9 +62,11 @@ def line_plot(path: Path, *, title: str, lines: dict[str, Sequence[tuple[float, 
         if not points:
             continue
         xs = [x for x, _ in points]
-        axes.plot(xs, [p[0] for _, p in points], marker="o", label=label)
+        (line,) = axes.plot(xs, [p[0] for _, p in points], marker="o", label=label)
         if all(p[1] is not None and p[2] is not None for _, p in points):
-            axes.fill_between(xs, [p[1] for _, p in points], [p[2] for _, p in points], alpha=0.15)
+            # the band in its line's colour: fills draw from their own colour cycle
+            axes.fill_between(xs, [p[1] for _, p in points], [p[2] for _, p in points], alpha=0.15,
+                              color=line.get_color())
     if log2_x:
         axes.set_xscale("log", base=2)
         all_x = sorted({x for points in lines.values() for x, _ in points})
@@ -72,7 +75,7 @@ def line_plot(path: Path, *, title: str, lines: dict[str, Sequence[tuple[float, 
     if ylim:
         axes.set_ylim(*ylim)
     axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
+    axes.set_ylabel(textwrap.fill(ylabel, 36))  # long metric names would run off the figure
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
