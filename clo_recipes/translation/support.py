@@ -1,4 +1,5 @@
-"""Can this translator produce the recipe's language? Answered at validate/plan time.
+"""Can this translator produce the recipe's language? Answered at plan time (the stage
+table names `check_recipe` as the translate stage's check).
 
 The `local` backend's engines say which pairs they ship in their package files (`local_mt`).
 
@@ -192,4 +193,4 @@ def check_language_support(translation: Any, language: Language | str) -> None:
 
 def check_recipe(recipe: Any) -> None:
     """The translate stage's plan-time check (named in the stage table)."""
-    check_language_support(recipe.translation, get_language(recipe.language))
+    check_language_support(recipe.translation, recipe.language)
