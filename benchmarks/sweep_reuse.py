@@ -33,7 +33,7 @@ ES = ["el gato en la alfombra", "el perro en el parque", "el agua a cien grados"
 
 
 def tiny_recipe(root: Path) -> tuple[Path, list[str], list[str]]:
-    from clo_recipes.engine.testing import write_recipe
+    from clo_recipes.runner.testing import write_recipe
     from clo_recipes.testing.tiny import build_tiny_llama
 
     model = build_tiny_llama(root / "model")
@@ -64,7 +64,7 @@ def demo_recipe(root: Path) -> tuple[Path, list[str], list[str]]:
 
 
 def sweep(recipe: Path, grid: list[str], extra: list[str], out: Path, reuse: bool) -> dict:
-    from clo_recipes.evaluation.sweep import parse_grid, run_sweep
+    from clo_recipes.runner.sweep import parse_grid, run_sweep
     from clo_recipes.recipe.load import load_recipe
 
     name = load_recipe(recipe, extra).recipe.name
@@ -93,10 +93,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         recipe, grid, extra = (tiny_recipe if args.model == "tiny" else demo_recipe)(root)
-        from clo_recipes.engine.run import run_recipe_file
+        from clo_recipes.runner.door import run_recipe
 
         largest = max(grid[0].partition("=")[2].split(","), key=float)
-        run_recipe_file(recipe, [*extra, f"data.samples={largest}", f"output_dir={root / 'warm'}"],
+        run_recipe(recipe, [*extra, f"data.samples={largest}", f"output_dir={root / 'warm'}"],
                         only=["source", "translate"])  # warm the shared translation cache
         with_reuse = sweep(recipe, grid, extra, root / "reuse", True)
         without = sweep(recipe, grid, extra, root / "independent", False)

@@ -50,13 +50,14 @@ def validate(
     files: List[Path] = typer.Argument(..., help="Recipe files to check."),
     overrides: Optional[List[str]] = SetOption,
 ) -> None:
-    """Check recipes statically (schema, values, references); exit 1 if any is invalid."""
-    from .share.lockfile import load_any
+    """Check recipes statically (schema, values, references); exit 1 if any is invalid.
+    FILE may be a recipe, a lock file, a bundle folder or a shipped recipe's name."""
+    from .runner.target import open_target
 
     failed = 0
     for file in files:
         try:
-            loaded, _ = load_any(file, overrides or [])
+            loaded = open_target(file, overrides or []).loaded
         except CloError as exc:
             failed += 1
             err_console.print(f"[bold red]✗ {file}[/]")
@@ -70,26 +71,10 @@ def validate(
 
 
 # --------------------------------------------------------------------------- plan
-def _load_plan(file: Path, overrides: list[str], profile: str | None = None):
-    from .engine.plan import make_plan
-    from .recipe.resolve import resolve
-    from .share.lockfile import load_any  # a recipe or a lock file
-
-    return make_plan(resolve(load_any(file, overrides)[0], profile_override=profile))
-
-
-def _memory_estimate(plan):
-    """The hardware subsystem's fit check, or None when it cannot tell (e.g. config unknown offline)."""
-    try:
-        from .hardware.memory import check_fit
-    except ImportError:
-        return None
-    return check_fit(plan.resolved.recipe)
-
-
-def _plan_dict(plan, estimate) -> dict:
+def _plan_dict(prepared, estimate) -> dict:
     from .engine.run import resolved_document
 
+    plan = prepared.plan
     doc = resolved_document(plan.resolved)
     doc["run_dir"] = str(plan.run_dir)
     doc["stages"] = [
@@ -101,6 +86,10 @@ def _plan_dict(plan, estimate) -> dict:
         doc["memory"] = {"total_gb": round(estimate.total_gb, 2), "fits": estimate.fits,
                          "largest": estimate.largest, "breakdown": estimate.breakdown,
                          "suggestion": estimate.suggestion}
+    if prepared.opened.lock is not None:
+        doc["lock"] = {"file": str(prepared.opened.lock.path),
+                       "differences": [{"field": d.field, "locked": d.locked, "now": d.now, "blocking": d.blocking}
+                                       for d in prepared.differences]}
     return doc
 
 
@@ -142,13 +131,31 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Use this hardware profile instead."),
 ) -> None:
-    """Show the resolved recipe (each value with where it came from) and the stage graph."""
-    the_plan = _load_plan(file, overrides or [], profile)
-    estimate = _memory_estimate(the_plan)
+    """Show the resolved recipe (each value with where it came from), the stage graph and,
+    for a lock file, what differs from its pins (what `run` would refuse)."""
+    from .runner.door import memory_estimate, prepare
+
+    prepared = prepare(file, overrides or [], profile=profile, dry_run=True, strict=False)
+    estimate = memory_estimate(prepared.plan)
     if as_json:
-        print(json.dumps(_plan_dict(the_plan, estimate), indent=2, ensure_ascii=False))
-    else:
-        _print_plan(the_plan, estimate)
+        print(json.dumps(_plan_dict(prepared, estimate), indent=2, ensure_ascii=False))
+        return
+    _print_plan(prepared.plan, estimate)
+    _print_lock_check(prepared)
+
+
+def _print_lock_check(prepared) -> None:
+    lock = prepared.opened.lock
+    if lock is None:
+        return
+    refused = [d for d in prepared.differences if d.blocking]
+    if not refused:
+        console.print(f"[green]✓[/] matches its lock {lock.path.name}")
+        return
+    console.print(f"[red]run would refuse[/]: {len(refused)} pinned item(s) differ from {lock.path.name} "
+                  "(pass --relock to `run` to re-pin them)")
+    for difference in refused:
+        console.print(f"  ✗ {difference.render()}", markup=False, highlight=False)
 
 
 # --------------------------------------------------------------------------- run
@@ -189,44 +196,30 @@ def run(
     relock: bool = typer.Option(False, "--relock", help="FILE is a lock whose pins differ: re-pin it to what is here now, then run."),
     from_bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Reuse the data stages of a bundle from `clo-recipe export`."),
 ) -> None:
-    """Run the recipe's stages in order; finished stages are skipped, interrupted ones resume."""
-    from .engine.run import execute, select_stages
-    from .share.runner import plan_for_run
+    """Run the recipe's stages in order; finished stages are skipped, interrupted ones resume.
+    FILE may be a recipe, a lock file, a bundle folder or a shipped recipe's name."""
+    from .engine.run import select_stages
+    from .runs import door
 
-    the_plan = plan_for_run(file, overrides or [], profile=profile, relock=relock, from_bundle=from_bundle,
+    prepared = door.prepare(file, overrides or [], profile=profile, relock=relock, from_bundle=from_bundle,
                             dry_run=dry_run, console=console)
-    estimate = _memory_estimate(the_plan)
-    launcher = _launcher(the_plan, file, overrides or [], no_launch, profile)
     if dry_run:
-        _print_plan(the_plan, estimate, show_values=False)
+        the_plan = prepared.plan
+        _print_plan(the_plan, door.memory_estimate(the_plan), show_values=False)
         chosen, redo = select_stages(the_plan, only, from_stage)
         todo = [s.id for s in the_plan.stages if s.id in chosen and (s.status != "done" or s.id in redo or force)]
         console.print(f"Would run: {', '.join(todo) or 'nothing (all done)'}")
+        launcher = None if no_launch else door.launcher_for(prepared)
         if launcher is not None:
             launcher.describe(console)
         return
-    if estimate is not None and not estimate.fits and not force:
-        raise CloError(f"this run needs about {estimate.total_gb:.1f} GiB per GPU and does not fit "
-                       f"(largest: {estimate.largest})",
-                       hint=(estimate.suggestion or "") + " — or pass --force to try anyway")
-    result = execute(the_plan, only=only, from_stage=from_stage, force=force, console=console,
-                     launcher=launcher)
+    result = door.run(prepared, only=only, from_stage=from_stage, force=force, console=console,
+                      launch=not no_launch)
     console.print(_summary(result))
     _print_report(result)
 
 
-def _launcher(the_plan, file: Path, overrides: list[str], no_launch: bool, profile: str | None = None):
-    """Multi-GPU/multi-node: training stages go through `accelerate launch` (hardware subsystem)."""
-    if no_launch:
-        return None
-    try:
-        from .hardware.launch import Launcher
-    except ImportError:
-        return None
-    return Launcher.for_plan(the_plan, file, overrides, profile=profile)
-
-
-# --------------------------------------------------------------------------- schema / init
+# --------------------------------------------------------------------------- schema
 SCHEMA_PATH = Path("schemas/recipe.schema.json")
 REFERENCE_PATH = Path("docs/recipe-reference.md")
 
@@ -256,52 +249,12 @@ def schema(
         console.print(f"wrote {path}")
 
 
-@app.command()
-def init(
-    output: Path = typer.Argument(Path("recipe.yaml"), help="Recipe file to write."),
-    model: str = typer.Option("meta-llama/Meta-Llama-3-8B-Instruct", help="Base model (hub id, folder, .gguf, pypi:<pkg>)."),
-    language: str = typer.Option("th", help="Target language (ISO code or English name)."),
-    method: str = typer.Option("clo", help="clo, sft or sft+dpo."),
-    adapter: str = typer.Option("full", help="full, lora or qlora."),
-    hardware: str = typer.Option("auto", help="Hardware profile."),
-    samples: int = typer.Option(3200, help="English samples to translate and train on."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-) -> None:
-    """Write a starter recipe from a few flags, then validate it."""
-    from .recipe.init_template import STARTER
-    from .recipe.languages import get_language
-    from .recipe.load import load_recipe
-
-    if output.exists() and not force:
-        raise CloError(f"{output} exists", hint="pass --force to overwrite, or choose another file name")
-    code = get_language(language).iso1
-    name = f"{code}-{Path(model).name.lower().replace('_', '-')}-{method.replace('+', '-')}"[:100]
-    schema_file = Path.cwd() / SCHEMA_PATH
-    schema_ref = os.path.relpath(schema_file, output.resolve().parent) if schema_file.exists() else str(SCHEMA_PATH)
-    text = STARTER.format(schema=schema_ref, path=output, name=name, model=model, language=code, method=method,
-                          baselines="sft" if method == "clo" else "", adapter=adapter, hardware=hardware,
-                          samples=samples)
-    output.write_text(text, encoding="utf-8")
-    try:
-        load_recipe(output)
-    except CloError:
-        output.unlink()
-        raise
-    console.print(f"wrote {output}; next: clo-recipe plan {output}")
-
-
 # --------------------------------------------------------------------------- wiring
 def _register_command_modules() -> None:
     from .commands import COMMAND_MODULES
 
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f".commands.{name}", __package__)
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__package__}.commands.{name}":
-                continue  # that command group is not part of this build
-            raise
-        module.register(app)
+        importlib.import_module(f".commands.{name}", __package__).register(app)
 
 
 _register_command_modules()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clo_recipes.engine.context import read_jsonl, write_jsonl
-from clo_recipes.engine.testing import make_context
+from clo_recipes.runner.testing import make_context
 from clo_recipes.stages.pairs import summarise
 
 REPO = Path(__file__).resolve().parents[1]

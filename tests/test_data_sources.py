@@ -226,7 +226,7 @@ def test_sampling_is_nested_and_the_held_out_set_never_moves():
 
 # --------------------------------------------------------------------------- the source stage
 def test_source_stage_on_the_demo_data(tmp_path):
-    from clo_recipes.engine.testing import make_context
+    from clo_recipes.runner.testing import make_context
     from clo_recipes.stages import source
 
     demo = REPO / "recipes" / "data" / "demo_en.jsonl"
@@ -248,7 +248,7 @@ def test_source_stage_on_the_demo_data(tmp_path):
 
 
 def test_source_stage_with_nothing_left_is_a_stage_error(tmp_path):
-    from clo_recipes.engine.testing import make_context
+    from clo_recipes.runner.testing import make_context
     from clo_recipes.stages import source
 
     path = write_jsonl(tmp_path / "tiny.jsonl", [{"prompt": "a?", "response": "b"}])

@@ -1,6 +1,7 @@
 """The staged engine: fingerprints change exactly when inputs change; interrupted runs resume
 without redoing finished stages; the run dir is locked; resolved recipes hold no secrets."""
 
+import dataclasses
 import json
 import os
 
@@ -9,7 +10,7 @@ import pytest
 from clo_recipes.engine import stages as stage_table
 from clo_recipes.engine.plan import make_plan
 from clo_recipes.engine.run import execute
-from clo_recipes.engine.testing import write_recipe
+from clo_recipes.runner.testing import write_recipe
 from clo_recipes.errors import CloError
 from clo_recipes.recipe.load import load_recipe
 from clo_recipes.recipe.resolve import resolve
@@ -80,8 +81,8 @@ def test_beta_changes_reference_free_stages_only(tmp_path):
 def counting_stages(monkeypatch, tmp_path):
     """Point every stage kind at tests/support/counting_stage.py."""
     for kind, spec in list(stage_table.SPECS.items()):
-        monkeypatch.setitem(stage_table.SPECS, kind, stage_table.StageSpec(
-            kind, "counting_stage", spec.reads, spec.version, spec.summary))
+        monkeypatch.setitem(stage_table.SPECS, kind, dataclasses.replace(
+            spec, module="counting_stage", checks=()))  # the table's properties stay
     log = tmp_path / "calls.log"
     monkeypatch.setenv("COUNTING_STAGE_LOG", str(log))
     return log

@@ -23,9 +23,8 @@ from clo_recipes.evaluation.compare import collect, judge_against_baseline, mark
 from clo_recipes.evaluation.fidelity import fidelity_metrics
 from clo_recipes.evaluation.runs import load_run
 from clo_recipes.evaluation.summary import summary_table
-from clo_recipes.evaluation.sweep import (
-    SweepPoint, axis_keys, choose_metric, expand_grid, parse_grid, point_name, point_overrides, run_sweep,
-    sweep_table_rows, write_sweep)
+from clo_recipes.evaluation.sweep import SweepPoint, axis_keys, choose_metric, sweep_table_rows, write_sweep
+from clo_recipes.runner.sweep import expand_grid, parse_grid, point_name, point_overrides, run_sweep
 from clo_recipes.stages import judge as judge_stage
 from clo_recipes.stages import report as report_stage
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clo_recipes.engine.plan import make_plan
-from clo_recipes.engine.testing import write_recipe
 from clo_recipes.errors import CloError
 from clo_recipes.hardware import launch
 from clo_recipes.hardware.detect import GPU, MachineFacts
-from clo_recipes.hardware.launch import Launcher, accelerate_config, launch_command, stage_args
-from clo_recipes.recipe.load import load_recipe
-from clo_recipes.recipe.resolve import resolve
+from clo_recipes.hardware.launch import accelerate_config
 from clo_recipes.recipe.schema.hardware import HardwareSection
+from clo_recipes.runner import launch as runner_launch
+from clo_recipes.runner.door import prepare
+from clo_recipes.runner.launch import Launcher, launch_command, stage_args
+from clo_recipes.runner.testing import write_recipe
 
 
 def _hardware(profile: str, **values) -> HardwareSection:
@@ -143,7 +143,7 @@ def _plan(tmp_path: Path, recipe: dict, overrides: list[str] | None = None):
     (tmp_path / "memory.jsonl").write_text('{"en": "a", "es": "b"}\n')
     path = write_recipe({"method": {"name": "clo", "baselines": ["sft"]}, "train": {"global_batch_size": 32}, **recipe},
                         tmp_path)
-    return make_plan(resolve(load_recipe(path, overrides or []))), path
+    return prepare(path, overrides or []).plan, path
 
 
 def test_no_launcher_for_one_gpu_or_cpu(tmp_path):
@@ -231,14 +231,14 @@ def test_run_stage_launches_with_the_lock_held_by_the_parent(tmp_path, monkeypat
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr("clo_recipes.hardware.detect.detect", lambda runner=None: _eight_gpus())
-    monkeypatch.setattr(launch.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner_launch.subprocess, "run", fake_run)
     launcher.run_stage(plan.stage("train-clo"))
     assert seen["command"] == launcher.command(plan.stage("train-clo"))
     assert seen["env"]["CLO_RECIPES_LOCK_HELD"] == "1"
     written = yaml.safe_load((plan.run_dir / "accelerate_config.yaml").read_text())
     assert written == launcher.config()
 
-    monkeypatch.setattr(launch.subprocess, "run", lambda command, env, check: subprocess.CompletedProcess(command, 3))
+    monkeypatch.setattr(runner_launch.subprocess, "run", lambda command, env, check: subprocess.CompletedProcess(command, 3))
     with pytest.raises(CloError, match="exit code 3"):
         launcher.run_stage(plan.stage("train-clo"))
 
@@ -250,7 +250,7 @@ def test_run_stage_refuses_what_the_machine_cannot_do(tmp_path, monkeypatch):
     with pytest.raises(CloError, match="asks for 8 GPUs per machine; 2 visible"):
         Launcher.for_plan(plan, path, []).run_stage(plan.stage("train-clo"))
     plan, path = _plan(tmp_path, {"hardware": {"profile": "8xh100", "sharding": "deepspeed-zero3"}})
-    monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(runner_launch.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CloError, match="needs DeepSpeed"):
         Launcher.for_plan(plan, path, []).run_stage(plan.stage("train-clo"))
 

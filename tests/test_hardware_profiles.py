@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clo_recipes.engine.testing import write_recipe
+from clo_recipes.runner.testing import write_recipe
 from clo_recipes.errors import CloError
 from clo_recipes.hardware.batch import check_batch, derive_batch
 from clo_recipes.recipe.load import load_recipe

@@ -19,6 +19,7 @@ LAYERS = [
     {"translation", "training"},
     {"evaluation"},
     {"stages", "share"},
+    {"runner"},  # the one door: load, resolve, plan, hold to a lock, launch
     {"commands", "cli", "__main__"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}

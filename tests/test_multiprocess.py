@@ -24,11 +24,9 @@ import pytest
 import torch
 from training_data import EN, ES
 
-from clo_recipes.engine.plan import make_plan
 from clo_recipes.engine.run import execute
-from clo_recipes.engine.testing import write_recipe
-from clo_recipes.recipe.load import load_recipe
-from clo_recipes.recipe.resolve import resolve
+from clo_recipes.runner.door import prepare
+from clo_recipes.runner.testing import write_recipe
 
 DATA_STAGES = ["source", "translate", "pairs"]
 MODEL_STAGES = ["reference-clo", "train-clo"]
@@ -67,7 +65,7 @@ def make_project(folder: Path, tiny: Path, *, run_data: bool = True, **train) ->
 
 
 def plan(path: Path, overrides: list[str] | None = None):
-    return make_plan(resolve(load_recipe(path, overrides or [])))
+    return prepare(path, overrides or []).plan
 
 
 def stage_dir(path: Path, stage_id: str, overrides: list[str] | None = None) -> Path:
@@ -346,7 +344,7 @@ def _finished_stages_kept(path: Path) -> None:
 
 
 def test_more_processes_than_cores_is_refused_before_launching(prepared):
-    from clo_recipes.hardware.launch import usable_cores
+    from clo_recipes.runner.launch import usable_cores
 
     many = usable_cores() + 1
     screen = _error_screen(cli(prepared, [f"hardware.num_processes={many}", f"train.global_batch_size={4 * many}"]))
@@ -394,7 +392,7 @@ def test_accelerate_runs_its_fsdp_plugin_as_ddp_on_cpu_processes(tmp_path, fsdp_
     MULTI_NPU, ...]`, which has no MULTI_CPU), and `accelerate launch` sends `use_fsdp` to its
     multi-GPU launcher only `if not args.cpu`. So CPU processes train DDP, while torch's own
     fully_shard does shard over the same gloo group: the limit is accelerate's. If this test
-    fails, accelerate now shards on CPU: lift the refusals in hardware/launch.py
+    fails, accelerate now shards on CPU: lift the refusals in runner/launch.py
     (check_machine) and training/loop.py (_check_sharding) and train fsdp here."""
     script = tmp_path / "probe.py"
     script.write_text(ACCELERATE_ON_CPU, encoding="utf-8")

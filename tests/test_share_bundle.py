@@ -10,10 +10,10 @@ import yaml
 from share_stages import calls, use_share_stages, write_inputs
 
 from clo_recipes.engine.run import execute
-from clo_recipes.engine.testing import write_recipe
 from clo_recipes.errors import CloError
-from clo_recipes.share.bundle import export_bundle, seed_from_bundle
-from clo_recipes.share.runner import plan_for_run
+from clo_recipes.runner.door import export_run, prepare
+from clo_recipes.runner.testing import write_recipe
+from clo_recipes.share.bundle import seed_from_bundle
 
 
 @pytest.fixture
@@ -25,14 +25,14 @@ def stages(monkeypatch, tmp_path):
 def finished(tmp_path, stages):
     """A finished CLO + SFT run of the stand-in stages; returns its plan."""
     folder = tmp_path / "project"
-    plan = plan_for_run(write_recipe(write_inputs(folder), folder))
+    plan = prepare(write_recipe(write_inputs(folder), folder)).plan
     assert execute(plan).ok
     stages.unlink()
     return plan
 
 
 def test_export_writes_a_self_contained_bundle(finished, tmp_path):
-    result = export_bundle(finished.run_dir, tmp_path / "bundle")
+    result = export_run(finished.run_dir, tmp_path / "bundle")
     bundle = result.path
     index = json.loads((bundle / "bundle.json").read_text())
     assert result.stages == [s.id for s in finished.stages] and result.missing == []
@@ -68,13 +68,13 @@ def test_export_writes_a_self_contained_bundle(finished, tmp_path):
 
 
 def test_rerun_from_the_bundle_skips_data_stages_and_reaches_the_same_pairs(finished, tmp_path, stages):
-    bundle = export_bundle(finished.run_dir, tmp_path / "bundle").path
+    bundle = export_run(finished.run_dir, tmp_path / "bundle").path
     moved = shutil.move(str(bundle), str(tmp_path / "elsewhere" / "bundle"))
     for name in ("data.jsonl", "memory.jsonl"):  # the receiver does not have the author's files
         (finished.resolved.recipe_dir / name).unlink()
     new_runs = tmp_path / "receiver-runs"
 
-    plan = plan_for_run(f"{moved}/recipe.lock.yaml", [f"output_dir={new_runs}"], from_bundle=moved)
+    plan = prepare(f"{moved}/recipe.lock.yaml", [f"output_dir={new_runs}"], from_bundle=moved).plan
     assert plan.run_dir == new_runs / "test"
     assert plan.stage("pairs").fingerprint == finished.stage("pairs").fingerprint
     assert [plan.stage(s).status for s in ("source", "translate", "pairs")] == ["done"] * 3
@@ -88,9 +88,9 @@ def test_rerun_from_the_bundle_skips_data_stages_and_reaches_the_same_pairs(fini
 
 
 def test_seeding_only_takes_stages_whose_inputs_match(finished, tmp_path):
-    bundle = export_bundle(finished.run_dir, tmp_path / "bundle").path
+    bundle = export_run(finished.run_dir, tmp_path / "bundle").path
     recipe = finished.resolved.source.path
-    plan = plan_for_run(recipe, [f"output_dir={tmp_path / 'other'}", "translation.filters.max_length_ratio=4"])
+    plan = prepare(recipe, [f"output_dir={tmp_path / 'other'}", "translation.filters.max_length_ratio=4"]).plan
     outcomes = {o.stage: o for o in seed_from_bundle(plan, bundle)}
     assert outcomes["source"].action == "seeded"
     assert outcomes["translate"].action == "inputs differ"
@@ -101,10 +101,10 @@ def test_seeding_only_takes_stages_whose_inputs_match(finished, tmp_path):
 
 
 def test_a_damaged_bundle_is_refused(finished, tmp_path):
-    bundle = export_bundle(finished.run_dir, tmp_path / "bundle").path
+    bundle = export_run(finished.run_dir, tmp_path / "bundle").path
     pairs = next(bundle.glob("stages/pairs-*"))
     (pairs / "train.jsonl").write_text('{"id": "forged"}\n')
-    plan = plan_for_run(finished.resolved.source.path, [f"output_dir={tmp_path / 'other'}"])
+    plan = prepare(finished.resolved.source.path, [f"output_dir={tmp_path / 'other'}"]).plan
     with pytest.raises(CloError, match=rf"bundle file stages/{pairs.name}/train.jsonl is missing or differs"):
         seed_from_bundle(plan, bundle)
     assert not plan.store.is_done("pairs", plan.stage("pairs").fingerprint)
@@ -112,14 +112,14 @@ def test_a_damaged_bundle_is_refused(finished, tmp_path):
 
 def test_export_refuses_to_overwrite_unless_forced(finished, tmp_path):
     target = tmp_path / "bundle"
-    export_bundle(finished.run_dir, target)
+    export_run(finished.run_dir, target)
     with pytest.raises(CloError, match="already holds a bundle"):
-        export_bundle(finished.run_dir, target)
-    export_bundle(finished.run_dir, target, force=True)
+        export_run(finished.run_dir, target)
+    export_run(finished.run_dir, target, force=True)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("keep")
     with pytest.raises(CloError, match="exists and is not a bundle"):
-        export_bundle(finished.run_dir, tmp_path / "notes", force=True)
+        export_run(finished.run_dir, tmp_path / "notes", force=True)
     assert (tmp_path / "notes" / "mine.txt").read_text() == "keep"
 
 
@@ -127,4 +127,4 @@ def test_export_of_a_run_whose_inputs_changed_is_refused(finished, tmp_path):
     data = finished.resolved.recipe_dir / "data.jsonl"
     data.write_text(data.read_text().replace("Mars.", "Venus."))
     with pytest.raises(CloError, match="holds no finished stage for its recipe's current inputs"):
-        export_bundle(finished.run_dir, tmp_path / "bundle")
+        export_run(finished.run_dir, tmp_path / "bundle")

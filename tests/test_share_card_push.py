@@ -12,11 +12,10 @@ from share_stages import use_share_stages, write_inputs
 from typer.testing import CliRunner
 
 from clo_recipes.engine.run import execute
-from clo_recipes.engine.testing import write_recipe
 from clo_recipes.errors import CloError
-from clo_recipes.share.bundle import export_bundle
+from clo_recipes.runner.door import export_run, prepare
+from clo_recipes.runner.testing import write_recipe
 from clo_recipes.share.push import push_bundle
-from clo_recipes.share.runner import plan_for_run
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -33,9 +32,9 @@ def bundle(tmp_path, monkeypatch):
     (refs / "main").write_text(COMMIT)
     recipe = write_inputs(tmp_path / "project")
     recipe["model"] = {"base": "tiny-org/tiny-llama"}
-    plan = plan_for_run(write_recipe(recipe, tmp_path / "project"), ["train.epochs=3"])
+    plan = prepare(write_recipe(recipe, tmp_path / "project"), ["train.epochs=3"]).plan
     assert execute(plan).ok
-    return export_bundle(plan.run_dir, tmp_path / "bundle", license="apache-2.0").path
+    return export_run(plan.run_dir, tmp_path / "bundle", license="apache-2.0").path
 
 
 def front_matter(text):

@@ -9,11 +9,11 @@ import yaml
 from share_stages import calls, use_share_stages, write_inputs
 
 from clo_recipes.engine.run import execute
-from clo_recipes.engine.testing import write_recipe
 from clo_recipes.errors import CloError
-from clo_recipes.share.lock import LockMismatch, lock_recipe_file, verify_pins
+from clo_recipes.runner.door import lock_recipe, prepare, run
+from clo_recipes.runner.testing import write_recipe
+from clo_recipes.share.lock import LockMismatch, verify_pins
 from clo_recipes.share.lockfile import load_locked
-from clo_recipes.share.runner import plan_for_run
 
 
 def sha256(data: bytes) -> str:
@@ -36,7 +36,7 @@ def fingerprints(plan):
 
 
 def test_lock_pins_local_model_and_data_by_content(recipe_file):
-    path, document = lock_recipe_file(recipe_file)
+    path, document = lock_recipe(recipe_file)
     assert path == recipe_file.with_name("recipe.lock.yaml")
     folder = recipe_file.parent
     inputs = document["pins"]["inputs"]
@@ -60,14 +60,14 @@ def test_lock_pins_local_model_and_data_by_content(recipe_file):
 
 
 def test_a_lock_runs_as_a_recipe_with_the_same_stage_fingerprints(recipe_file, stages):
-    original = plan_for_run(recipe_file)
-    path, _ = lock_recipe_file(recipe_file)
-    locked = plan_for_run(path)
+    original = prepare(recipe_file).plan
+    path, _ = lock_recipe(recipe_file)
+    locked = prepare(path).plan
     assert fingerprints(locked) == fingerprints(original)
     result = execute(locked)
     assert result.ok and calls(stages)[:3] == ["source", "translate", "pairs"]
     # locking a lock re-pins it in place (now with the sampled ids of the finished source stage)
-    again, document = lock_recipe_file(path)
+    again, document = lock_recipe(path)
     assert again == path and document["locked_from"] == "recipe.yaml" and document["pins"]["samples"]["train"] == 6
 
 
@@ -76,7 +76,7 @@ def test_lock_check_command_lists_differences_and_fails(recipe_file):
 
     from clo_recipes.cli import app
 
-    path, _ = lock_recipe_file(recipe_file)
+    path, _ = lock_recipe(recipe_file)
     runner = CliRunner()
     ok = runner.invoke(app, ["lock", str(path), "--check"])
     assert ok.exit_code == 0 and "everything pinned" in ok.output
@@ -88,12 +88,12 @@ def test_lock_check_command_lists_differences_and_fails(recipe_file):
 
 
 def test_changed_input_makes_the_locked_run_refuse_with_a_diff(recipe_file, stages):
-    path, document = lock_recipe_file(recipe_file)
+    path, document = lock_recipe(recipe_file)
     old_digest = document["pins"]["inputs"]["data.source"]["sha256"]
     data = recipe_file.parent / "data.jsonl"
     data.write_text(data.read_text().replace("Blue.", "Green."))
     with pytest.raises(LockMismatch) as caught:
-        plan_for_run(path, ["train.learning_rate=2e-5"])
+        prepare(path, ["train.learning_rate=2e-5"]).plan
     text = caught.value.render()
     new_digest = sha256(data.read_bytes())
     assert f"data.source: locked sha256 {old_digest[:12]} (data.jsonl), now sha256 {new_digest[:12]} (data.jsonl)" in text
@@ -101,18 +101,37 @@ def test_changed_input_makes_the_locked_run_refuse_with_a_diff(recipe_file, stag
     assert "(2 pinned items differ)" in text and "--relock" in text
     assert calls(stages) == []  # nothing ran
 
-    # --relock: re-pin what is here now (sampled ids too: it runs the source stage) and go on
-    plan = plan_for_run(path, ["train.learning_rate=2e-5"], relock=True)
+    # --relock: re-pin what is here now at once (planning runs no stage), and again once the
+    # source stage has run, so the sampled ids are pinned too
+    prepared = prepare(path, ["train.learning_rate=2e-5"], relock=True)
     relocked = yaml.safe_load(path.read_text())
     assert relocked["pins"]["inputs"]["data.source"]["sha256"] == new_digest
-    assert relocked["recipe"]["train"]["learning_rate"] == 2e-5
+    assert relocked["recipe"]["train"]["learning_rate"] == 2e-5 and relocked["locked_from"] == "recipe.yaml"
+    assert relocked["pins"]["samples"]["status"] == "not recorded" and calls(stages) == []
+    assert run(prepared, only=["source"]).ok and calls(stages) == ["source"]
+    relocked = yaml.safe_load(path.read_text())
     assert relocked["pins"]["samples"]["train"] == 6 and relocked["locked_from"] == "recipe.yaml"
-    assert calls(stages) == ["source"] and plan.stage("source").status == "done"
-    assert plan_for_run(path) is not None  # now it matches
+    assert prepare(path).plan.stage("source").status == "done"  # now it matches, sampled ids included
+
+
+def test_a_locked_run_stops_after_the_source_stage_when_its_ids_differ(recipe_file, stages, tmp_path):
+    """Planning runs no stage: the lock's sampled ids are held right after the source stage
+    runs, before anything is translated."""
+    path, _ = lock_recipe(recipe_file, run_source=True)
+    document = yaml.safe_load(path.read_text())
+    document["pins"]["samples"]["ids_sha256"] = "0" * 64
+    document["recipe"]["output_dir"] = str(tmp_path / "elsewhere")  # a fresh run folder: source not done
+    path.write_text(yaml.safe_dump(document))
+    stages.unlink()
+    prepared = prepare(path)  # nothing to compare yet, nothing run
+    assert calls(stages) == [] and prepared.plan.stage("source").status == "pending"
+    with pytest.raises(LockMismatch, match=r"samples: locked ids sha256 000000000000"):
+        run(prepared)
+    assert calls(stages) == ["source"]  # stopped before translate
 
 
 def test_versions_and_numeric_hardware_are_held_to_the_lock(recipe_file):
-    path, _ = lock_recipe_file(recipe_file)
+    path, _ = lock_recipe(recipe_file)
     document = yaml.safe_load(path.read_text())
     document["pins"]["versions"]["torch"] = "0.0.1"
     document["pins"]["hardware"]["precision"] = "bf16"
@@ -132,24 +151,24 @@ def test_versions_and_numeric_hardware_are_held_to_the_lock(recipe_file):
 
 
 def test_sampled_ids_are_pinned_and_checked(recipe_file, stages):
-    path, document = lock_recipe_file(recipe_file, run_source=True)
+    path, document = lock_recipe(recipe_file, run_source=True)
     samples = document["pins"]["samples"]
     source_dir = next((recipe_file.parent / "runs" / "test").glob("source-*"))
     ids = [line for name, split in (("samples.jsonl", "train"), ("eval_samples.jsonl", "eval"))
            for line in (f"{split}\t{yaml.safe_load(row)['id']}\n" for row in (source_dir / name).read_text().splitlines())]
     assert samples == {"ids_sha256": sha256("".join(ids).encode()), "train": 6, "eval": 4,
                        "source_stage": source_dir.name}
-    plan_for_run(path)  # matches
+    prepare(path).plan  # matches
 
     document = yaml.safe_load(path.read_text())
     document["pins"]["samples"]["ids_sha256"] = "0" * 64
     path.write_text(yaml.safe_dump(document))
     with pytest.raises(LockMismatch, match=r"samples: locked ids sha256 000000000000 \(6 train\), now ids sha256"):
-        plan_for_run(path)
+        prepare(path).plan
 
 
 def test_lock_file_errors_point_into_the_lock(recipe_file):
-    path, _ = lock_recipe_file(recipe_file)
+    path, _ = lock_recipe(recipe_file)
     text = path.read_text().replace("  name: test\n", "  name: test\n  nmae: typo\n")
     path.write_text(text)
     with pytest.raises(CloError) as caught:
@@ -173,7 +192,7 @@ def test_hub_references_pin_from_the_offline_cache(tmp_path, monkeypatch):
     fake_hub_cache(tmp_path / "hub", "models--tiny-org--tiny-llama", commit)
     recipe = write_inputs(tmp_path / "p")
     recipe["model"] = {"base": "tiny-org/tiny-llama"}
-    path, document = lock_recipe_file(write_recipe(recipe, tmp_path / "p"))
+    path, document = lock_recipe(write_recipe(recipe, tmp_path / "p"))
     assert document["pins"]["inputs"]["model.base"] == {
         "kind": "hub", "repo_type": "model", "id": "tiny-org/tiny-llama", "revision": commit, "source": "cache"}
     assert yaml.safe_load(path.read_text())["recipe"]["model"]["revision"] == commit
@@ -192,7 +211,7 @@ def test_an_unpinnable_hub_reference_names_the_field_and_the_ways_out(tmp_path, 
     recipe = write_inputs(tmp_path / "p")
     recipe["data"] = {"source": "some-org/some-dataset"}
     with pytest.raises(CloError) as caught:
-        lock_recipe_file(write_recipe(recipe, tmp_path / "p"))
+        lock_recipe(write_recipe(recipe, tmp_path / "p"))
     text = caught.value.render()
     assert "cannot pin data.source = dataset 'some-org/some-dataset' at 'main'" in text
     assert "HF_HUB_OFFLINE is set" in text and "not in the local Hugging Face cache" in text
@@ -230,7 +249,7 @@ def test_hub_references_pin_from_the_hub_when_it_answers(tmp_path, monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
         recipe = write_inputs(tmp_path / "p")
         recipe["model"] = {"base": "tiny-org/tiny-llama", "revision": "v1.0"}
-        _, document = lock_recipe_file(write_recipe(recipe, tmp_path / "p"))
+        _, document = lock_recipe(write_recipe(recipe, tmp_path / "p"))
     finally:
         server.shutdown()
         server.server_close()

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from clo_recipes.cli import app
 from clo_recipes.engine.run import execute
-from clo_recipes.engine.testing import write_recipe
-from clo_recipes.share.runner import plan_for_run
+from clo_recipes.runner.door import prepare
+from clo_recipes.runner.testing import write_recipe
 
 HF_TOKEN = "hf_SecretTokenValue123"
 API_KEY = "sk-SecretApiKey456789"
@@ -26,7 +26,7 @@ def secret_run(tmp_path, monkeypatch):
     # a careless author pastes both into fields (one via --set): they must still not leak
     recipe["eval"] = {"suites": ["fidelity", "judge"], "judge": {"endpoint": f"http://127.0.0.1:9/v1?key={API_KEY}"}}
     path = write_recipe(recipe, tmp_path / "project")
-    plan = plan_for_run(path, [f"eval.judge.model={HF_TOKEN}"])
+    plan = prepare(path, [f"eval.judge.model={HF_TOKEN}"]).plan
     assert execute(plan).ok
     return path, plan
 
@@ -72,7 +72,7 @@ def test_export_masks_a_secret_a_stage_wrote_into_its_files(tmp_path, monkeypatc
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
     monkeypatch.setenv("SHARE_STAGE_LEAK", "1")  # the stand-in train stage logs the token
     folder = tmp_path / "project"
-    plan = plan_for_run(write_recipe(write_inputs(folder), folder))
+    plan = prepare(write_recipe(write_inputs(folder), folder)).plan
     assert execute(plan).ok
     leaked = plan.stage_dir(plan.stage("train-clo")) / "train.log"
     assert leaked.read_text() == "logged in with ***\n"  # the engine masked it when the stage finished

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from clo_recipes.engine.context import read_jsonl
-from clo_recipes.engine.testing import write_recipe
-from clo_recipes.evaluation.sweep import (
-    SweepPoint, aggregate_seeds, axis_keys, load_sweep_file, paper_reading, parse_grid, run_sweep, write_sweep)
+from clo_recipes.evaluation.sweep import SweepPoint, aggregate_seeds, axis_keys, paper_reading, write_sweep
+from clo_recipes.runner.sweep import load_sweep_file, parse_grid, run_sweep
+from clo_recipes.runner.testing import write_recipe
 
 EN = ["the cat on the mat", "the dog in the park", "water at one hundred degrees", "an egg in boiling water",
       "good morning to you"]
@@ -92,11 +92,11 @@ def test_data_stages_reference_and_base_evaluation_run_once(swept):
 
 
 def test_reused_stages_equal_an_independent_run(swept, tmp_path):
-    from clo_recipes.engine.run import run_recipe_file
+    from clo_recipes.runner.door import run_recipe
 
     root, recipe, _, points = swept
     small = next(p for p in points if p.name == "tiny-4-clo-1").run_dir
-    alone = run_recipe_file(recipe, ["data.samples=4", "method.name=clo", "train.seed=1", "name=alone",
+    alone = run_recipe(recipe, ["data.samples=4", "method.name=clo", "train.seed=1", "name=alone",
                                      f"output_dir={tmp_path}"],
                             only=["source", "translate", "pairs", "reference", "evaluate-base"])
     assert alone.ok
@@ -163,13 +163,6 @@ def test_paper_reading_compares_clo_at_n_with_sft_at_2n():
              for m, v in (("clo", 2.0),)] + [SweepPoint({"data.samples": "16", "method.name": "sft"}, "p", None, "sft",
                                                          {"nll": {"value": 2.5, "low": 2.5, "high": 2.5}})]
     assert paper_reading(lower, "nll", "data.samples", "method.name")[2].endswith("clo matches or beats |")
-
-
-def test_reuse_slices_the_file_the_reference_stage_writes():
-    from clo_recipes.engine import reuse
-    from clo_recipes.training.reference import REFERENCE_FILE
-
-    assert reuse.REFERENCE_FILE == REFERENCE_FILE
 
 
 def test_the_shipped_sweep_file_names_the_demo_grid():

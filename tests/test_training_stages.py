@@ -14,7 +14,7 @@ import torch
 from training_data import pairs_dir, prepare_recipe_dir, training_recipe
 
 from clo_recipes.engine.context import read_jsonl
-from clo_recipes.engine.testing import make_context
+from clo_recipes.runner.testing import make_context
 from clo_recipes.errors import CloError, StageError
 from clo_recipes.stages import reference as reference_stage
 from clo_recipes.stages import train as train_stage
@@ -165,7 +165,7 @@ import sys
 sys.path.insert(0, {support!r})
 from pathlib import Path
 from training_data import prepare_recipe_dir
-from clo_recipes.engine.testing import make_context
+from clo_recipes.runner.testing import make_context
 from clo_recipes.stages import train
 prepare_recipe_dir(Path({folder!r}))
 ctx = make_context({recipe!r}, "train-clo", Path({folder!r}), {{k: Path(v) for k, v in {inputs!r}.items()}})

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 
 from clo_recipes.engine.context import read_jsonl, write_jsonl
-from clo_recipes.engine.testing import make_context
+from clo_recipes.runner.testing import make_context
 from clo_recipes.errors import CloError
 from clo_recipes.langid import detect
 from clo_recipes.translation import local_mt

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from clo_recipes.engine.context import read_jsonl, write_jsonl
-from clo_recipes.engine.testing import make_context
+from clo_recipes.runner.testing import make_context
 from clo_recipes.recipe.schema.translation import TranslationSection
 from clo_recipes.translation.base import Translator
 from clo_recipes.translation.cache import TranslatorIdentity

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clo_recipes.engine.context import read_jsonl, write_jsonl
-from clo_recipes.engine.testing import make_context
+from clo_recipes.runner.testing import make_context
 from clo_recipes.errors import CloError
 
 GOOD = {

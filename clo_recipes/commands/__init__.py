@@ -4,4 +4,4 @@ Each module exposes `register(app)`; heavy imports stay inside the command funct
 `clo-recipe --help` and `validate` start fast.
 """
 
-COMMAND_MODULES = ("doctor", "evaluate", "share")
+COMMAND_MODULES = ("doctor", "results", "share", "recipes")

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -21,6 +21,8 @@ def doctor(
     smoke: bool = typer.Option(False, "--smoke", help="Run a complete tiny CLO run (every stage) on this device."),
     keep: Optional[Path] = typer.Option(None, "--keep", help="Folder for the smoke run (kept); default: a temp folder."),
     steps: int = typer.Option(12, "--steps", min=2, help="Training steps of the smoke run."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Smoke run: use this hardware profile (default auto)."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Smoke run: override a field (repeatable)."),
 ) -> None:
     """Print the training environment (torch, CUDA, GPUs, bf16, kernels, auto profile)."""
     from rich.console import Console
@@ -28,7 +30,7 @@ def doctor(
     console = Console()
     console.print(environment_table())
     if smoke:
-        run_smoke(console, keep, steps)
+        run_smoke(console, keep, steps, profile=profile, overrides=overrides or [])
 
 
 def _version(package: str) -> str | None:
@@ -95,12 +97,14 @@ def environment_table():
     return table
 
 
-def run_smoke(console, keep: Path | None, steps: int) -> None:
-    """Every stage of a tiny CLO run on this device; prints the loss at the first and last step."""
+def run_smoke(console, keep: Path | None, steps: int, *, profile: str | None = None,
+              overrides: list[str] | None = None) -> None:
+    """Every stage of a tiny CLO run on this device; prints the loss at the first and last step.
+    It runs through the same door as `clo-recipe run` (`--profile`, `--set`, memory check)."""
     import json
 
-    from clo_recipes.engine.run import run_recipe_file
     from clo_recipes.errors import CloError
+    from clo_recipes.runner.door import run_recipe
     from clo_recipes.training.smoke import write_smoke_project
 
     folder = keep.expanduser().resolve() if keep else Path(tempfile.mkdtemp(prefix="clo-smoke-"))
@@ -108,7 +112,7 @@ def run_smoke(console, keep: Path | None, steps: int) -> None:
     try:
         console.print(f"[bold]smoke run[/] in {folder}")
         recipe = write_smoke_project(folder, steps=steps)
-        result = run_recipe_file(recipe, console=console)
+        result = run_recipe(recipe, overrides or [], profile=profile, console=console)
         if not result.ok:
             raise CloError("the smoke run did not finish every stage",
                            hint=", ".join(f"{o.id}: {o.status}" for o in result.outcomes))

@@ -1,7 +1,7 @@
 """`clo-recipe lock`, `export` and `push`: reproducible, shareable runs.
 
-(`clo-recipe run X.lock.yaml`, `--relock` and `--from-bundle` go through
-`clo_recipes.share.runner.plan_for_run`.)
+Each goes through the door (`clo_recipes.runner.door`), as `clo-recipe run X.lock.yaml`,
+`--relock` and `--from-bundle` do.
 """
 
 from __future__ import annotations
@@ -63,26 +63,19 @@ def lock(
     if check:
         _check(file, overrides or [], profile, console)
         return
-    from clo_recipes.share.lock import lock_recipe_file
+    from clo_recipes.runner.door import lock_recipe
 
-    path, document = lock_recipe_file(file, overrides or [], output=output, profile=profile,
-                                      run_source=run_source, console=console)
+    path, document = lock_recipe(file, overrides or [], output=output, profile=profile,
+                                 run_source=run_source, console=console)
     console.print(_pins_table(document, f"Pinned {document['locked_from']}"))
     console.print(f"wrote {path}; run it with: clo-recipe run {path}")
 
 
 def _check(file: Path, overrides: list[str], profile: str | None, console) -> None:
-    from clo_recipes.engine.plan import make_plan
-    from clo_recipes.errors import CloError
-    from clo_recipes.recipe.resolve import resolve
-    from clo_recipes.share.lock import blocking, verify_pins
-    from clo_recipes.share.lockfile import load_any
+    from clo_recipes.runner.door import check_lock
+    from clo_recipes.share.lock import blocking
 
-    loaded, the_lock = load_any(file, overrides)
-    if the_lock is None:
-        raise CloError(f"{file} is not a lock file", hint=f"create one with `clo-recipe lock {file}`")
-    plan = make_plan(resolve(loaded, profile_override=profile))
-    differences = verify_pins(plan.resolved, the_lock, plan)
+    _, differences = check_lock(file, overrides, profile)
     if not differences:
         console.print(f"[green]✓[/] everything pinned in {file} matches")
         return
@@ -101,10 +94,10 @@ def export(
 ) -> None:
     """Write a self-contained bundle: lock, stage manifests, translated data and pairs,
     metrics, report and plots, trained weights, and a Hugging Face model card."""
-    from clo_recipes.share.bundle import export_bundle
+    from clo_recipes.runner.door import export_run
 
     console = _console()
-    result = export_bundle(run_dir, out, license=license, force=force)
+    result = export_run(run_dir, out, license=license, force=force)
     console.print(f"[green]✓[/] bundle {result.path}: {', '.join(result.stages)}")
     if result.model_dir is None:
         console.print("[yellow]note[/] no trained model of the run's method: the bundle holds data and results only")
@@ -123,7 +116,8 @@ def push(
     license: Optional[str] = typer.Option(None, "--license", help="License id, when exporting a run directory."),
 ) -> None:
     """Upload a bundle to the Hugging Face hub (token from HF_TOKEN; HF_ENDPOINT for another hub)."""
-    from clo_recipes.share.bundle import INDEX, export_bundle
+    from clo_recipes.runner.door import export_run
+    from clo_recipes.share.bundle import INDEX
     from clo_recipes.share.push import push_bundle
 
     console = _console()
@@ -131,6 +125,6 @@ def push(
         result = push_bundle(source, repo_id, private=private, commit_message=message)
     else:
         with tempfile.TemporaryDirectory(prefix="clo-bundle-") as folder:
-            bundle = export_bundle(source, Path(folder) / "bundle", license=license).path
+            bundle = export_run(source, Path(folder) / "bundle", license=license).path
             result = push_bundle(bundle, repo_id, private=private, commit_message=message)
     console.print(f"[green]✓[/] pushed {result.files} files to {result.repo_url}\n  commit: {result.commit_url}")

@@ -68,16 +68,22 @@ def arms_of(resolved: Resolved) -> list[str]:
     return list(dict.fromkeys([method.name, *method.baselines]))
 
 
+def _for_arm(kind: str, arm: str) -> bool:
+    """The stage table says which methods' arms get a stage of this kind (`for_methods`)."""
+    methods = SPECS[kind].for_methods
+    return methods is None or arm in methods
+
+
 def _stage_list(resolved: Resolved) -> list[tuple[str, str, str | None, list[str]]]:
     """(id, kind, arm, deps) in execution order."""
     stages = [("source", "source", None, []), ("translate", "translate", None, ["source"]),
               ("pairs", "pairs", None, ["translate"])]
     arms = arms_of(resolved)
+    referenced = [arm for arm in arms if _for_arm("reference", arm)]
+    for arm in referenced:
+        stages.append((f"reference-{arm}", "reference", arm, ["pairs"]))
     for arm in arms:
-        if arm == "clo":  # sft+dpo computes its reference after its SFT phase, inside train
-            stages.append((f"reference-{arm}", "reference", arm, ["pairs"]))
-    for arm in arms:
-        deps = ["pairs"] + ([f"reference-{arm}"] if arm == "clo" else [])
+        deps = ["pairs"] + ([f"reference-{arm}"] if arm in referenced else [])
         stages.append((f"train-{arm}", "train", arm, deps))
     evaluations = ["evaluate-base"] + [f"evaluate-{arm}" for arm in arms]
     stages.append(("evaluate-base", "evaluate", "base", ["pairs"]))

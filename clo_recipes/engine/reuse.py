@@ -34,11 +34,8 @@ from typing import Callable
 
 from .context import read_jsonl, write_jsonl
 from .plan import Plan, PlannedStage
+from .stages import REFERENCE_FILE
 from .store import MANIFEST
-
-# The reference stage's per-sample file (`training.reference.REFERENCE_FILE`; the engine does
-# not import the training layer, a test checks the two names agree).
-REFERENCE_FILE = "reference.jsonl"
 
 
 def _link_tree(source: Path, target: Path, skip: set[str] = frozenset()) -> None:

@@ -11,15 +11,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import __version__
 from ..errors import CloError
-from ..recipe.load import load_recipe
-from ..recipe.resolve import Resolved, resolve
+from ..recipe.resolve import Resolved
 from ..secrets import redact, redact_files
 from .context import StageContext
-from .plan import Plan, PlannedStage, make_plan
+from .plan import Plan, PlannedStage
 from .store import write_json_atomic, write_text_atomic
 
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "flash-attn",
@@ -163,15 +162,13 @@ def _launch_stage(plan: Plan, stage: PlannedStage, launcher, console) -> StageOu
 
 def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None = None,
             force: bool = False, console=None, options: dict[str, Any] | None = None,
-            launcher=None) -> RunResult:
+            launcher=None, after_stage: Callable[[PlannedStage], None] | None = None) -> RunResult:
     """Run the selected stages in order. Interrupted or failed stages keep their work folder
-    (`*.partial`), so the next call resumes them. `launcher` (hardware.launch) takes over
-    the stages it wants (reference and training on several processes); data stages always run
-    here, once, on machine 0; other machines only `join` the launched stages."""
-    if os.environ.get("CLO_RECIPES_LOCK_HELD") and "LOCAL_RANK" in os.environ:
-        from ..hardware.launch import die_with_launcher
-
-        die_with_launcher()  # a launched rank: no orphan training on after a kill -9 of the run
+    (`*.partial`), so the next call resumes them. `launcher` (runner.launch) takes over the
+    stages it wants (reference and training on several processes); data stages always run
+    here, once, on machine 0; other machines only `join` the launched stages.
+    `after_stage(stage)` hears of each stage this call ran (rank 0), before the next starts:
+    it may stop the run by raising (a lock's sampled ids checked once the source has run)."""
     if launcher is not None and not launcher.is_main_machine:
         return join(plan, launcher, only=only, from_stage=from_stage, console=console)
     chosen, redo = select_stages(plan, only, from_stage)
@@ -206,6 +203,8 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
             outcomes.append(outcome)
             if console is not None:
                 console.print(f"[green]✓ {stage.id}[/] done in {outcome.seconds:.1f}s")
+            if after_stage is not None and _rank() == 0:
+                after_stage(stage)
     finally:
         if holds_lock:
             plan.store.unlock()
@@ -242,12 +241,3 @@ def join(plan: Plan, launcher, *, only: list[str] | None = None, from_stage: str
         launcher.run_stage(stage)
         outcomes.append(StageOutcome(stage.id, "ran", time.time() - started))
     return RunResult(plan.run_dir, outcomes)
-
-
-def run_recipe_file(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, console=None,
-                    only: list[str] | None = None, from_stage: str | None = None,
-                    force: bool = False) -> RunResult:
-    """Load, resolve, plan and execute a recipe file (what `clo-recipe run` does)."""
-    plan = make_plan(resolve(load_recipe(path, list(overrides))))
-    return execute(plan, only=only, from_stage=from_stage, force=force, console=console)
-

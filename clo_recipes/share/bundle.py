@@ -28,15 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import __version__
 from ..engine.fingerprint import file_digest
-from ..engine.plan import Plan, make_plan
-from ..engine.store import MANIFEST, RunStore
+from ..engine.plan import Plan
+from ..engine.stages import DATA_KINDS, MODEL_DIR
+from ..engine.store import MANIFEST
 from ..errors import CloError
-from ..recipe.load import LoadedRecipe
-from ..recipe.resolve import resolve
 from ..secrets import MASK, secret_values
 from .lock import collect_pins, lock_document, write_lock
 
@@ -44,7 +41,6 @@ BUNDLE_VERSION = 1
 INDEX = "bundle.json"
 LOCK_NAME = "recipe.lock.yaml"
 CARD = "README.md"
-DATA_KINDS = ("source", "translate", "pairs")
 # Local inputs small enough to travel with the bundle (model folders stay where they are).
 COPIED_INPUTS = ("data.source", "translation.memory_file", "eval.prompts", "model.chat_template",
                  "hardware.accelerate_config")
@@ -68,27 +64,6 @@ class SeedOutcome:
     detail: str = ""
 
 
-# --------------------------------------------------------------------------- reading a run
-def plan_of_run(run_dir: Path) -> tuple[Plan, dict[str, Any]]:
-    """The plan of a run directory's recipe (`recipe.resolved.yaml`) with statuses read from
-    that directory, wherever it lives now; and the resolved document."""
-    run_dir = Path(run_dir).expanduser().resolve()
-    resolved_file = run_dir / "recipe.resolved.yaml"
-    if not resolved_file.is_file():
-        raise CloError(f"{run_dir} is not a run directory (no recipe.resolved.yaml)",
-                       hint="pass the folder `clo-recipe run` wrote: <output_dir>/<name>/")
-    document = yaml.safe_load(resolved_file.read_text(encoding="utf-8")) or {}
-    source = Path(document.get("source_file") or resolved_file)
-    loaded = LoadedRecipe(path=source, raw=document["recipe"], locations={})
-    resolved = resolve(loaded)
-    resolved.provenance = document.get("provenance") or resolved.provenance
-    plan = make_plan(resolved)
-    plan.store = RunStore(run_dir)
-    for stage in plan.stages:
-        stage.status = "done" if plan.store.is_done(stage.id, stage.fingerprint) else "pending"
-    return plan, document
-
-
 # --------------------------------------------------------------------------- copying
 def _copy_redacted(source: Path, target: Path, secrets: list[str]) -> bool:
     """Copy one file; text files have secret values masked. True when something was masked."""
@@ -108,24 +83,31 @@ def _copy_redacted(source: Path, target: Path, secrets: list[str]) -> bool:
     return False
 
 
-def _stage_files(directory: Path, is_train: bool) -> list[Path]:
-    """Files of a finished stage worth sharing: not its resume checkpoints, and for train
-    stages not the model (that goes to the bundle root or arms/<arm>/)."""
+def _model_dir(stage) -> str | None:
+    """The trained model folder a stage exports (stage table), or None."""
+    return MODEL_DIR.rstrip("/") if MODEL_DIR in stage.spec.exports else None
+
+
+def _stage_files(directory: Path, model_dir: str | None) -> list[Path]:
+    """Files of a finished stage worth sharing: not its resume checkpoints, and not the model
+    of a train stage (that goes to the bundle root or arms/<arm>/)."""
     files = []
     for path in sorted(directory.rglob("*")):
         top = path.relative_to(directory).parts[0]
-        if not path.is_file() or top.startswith("checkpoint") or (is_train and top == "model"):
+        if not path.is_file() or top.startswith("checkpoint") or top == model_dir:
             continue
         files.append(path)
     return files
 
 
 # --------------------------------------------------------------------------- export
-def export_bundle(run_dir: Path, out: Path, *, license: str | None = None, force: bool = False) -> ExportResult:
-    """Write the bundle of `run_dir` to `out` (atomically: a temp folder renamed at the end)."""
+def export_bundle(plan: Plan, document: dict[str, Any], out: Path, *, license: str | None = None,
+                  force: bool = False) -> ExportResult:
+    """Write the bundle of a finished run to `out` (atomically: a temp folder renamed at the
+    end). `plan` is the run's plan with statuses read from its folder and `document` its
+    `recipe.resolved.yaml` (`runner.door.open_run` gives both)."""
     from .card import card_facts, render_card
 
-    plan, document = plan_of_run(run_dir)
     done = [stage for stage in plan.stages if stage.status == "done"]
     if not done:
         raise CloError(f"{plan.run_dir} holds no finished stage for its recipe's current inputs",
@@ -170,13 +152,14 @@ def export_bundle(run_dir: Path, out: Path, *, license: str | None = None, force
             directory = plan.stage_dir(stage)
             entry = {"kind": stage.kind, "arm": stage.arm, "fingerprint": stage.fingerprint,
                      "dir": f"stages/{directory.name}"}
-            for path in _stage_files(directory, stage.kind == "train"):
+            model = _model_dir(stage)
+            for path in _stage_files(directory, model):
                 copy(path, f"{entry['dir']}/{path.relative_to(directory).as_posix()}")
-            if stage.kind == "train" and (directory / "model").is_dir():
+            if model and (directory / model).is_dir():
                 target = "." if stage.arm == method else f"arms/{stage.arm}"
                 entry["model_files"] = []
-                for path in sorted(p for p in (directory / "model").rglob("*") if p.is_file()):
-                    relative = path.relative_to(directory / "model").as_posix()
+                for path in sorted(p for p in (directory / model).rglob("*") if p.is_file()):
+                    relative = path.relative_to(directory / model).as_posix()
                     if target == "." and relative.split("/")[0] in _BUNDLE_ENTRIES:
                         continue  # e.g. PEFT's own README.md: the bundle's card replaces it
                     destination = relative if target == "." else f"{target}/{relative}"
@@ -283,8 +266,9 @@ def seed_from_bundle(plan: Plan, bundle: Path, kinds: tuple[str, ...] = DATA_KIN
             shutil.copytree(bundle / entry["dir"], work)
             for relative in entry.get("model_files", []):  # train stages: model back into model/
                 inside = relative.split("/", 2)[-1] if relative.startswith("arms/") else relative
-                (work / "model" / inside).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(bundle / relative, work / "model" / inside)
+                model = work / MODEL_DIR
+                (model / inside).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(bundle / relative, model / inside)
             if final.exists():  # a manifest-less leftover never finished: safe to replace
                 shutil.rmtree(final)
             os.replace(work, final)

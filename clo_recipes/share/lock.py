@@ -32,11 +32,11 @@ import yaml
 
 from .. import __version__
 from ..engine.fingerprint import DigestCache
-from ..engine.plan import Plan, cache_dir_for, make_plan
+from ..engine.plan import Plan, cache_dir_for
 from ..errors import CloError
-from ..recipe.resolve import _PATH_FIELDS, Resolved, resolve
+from ..recipe.resolve import _PATH_FIELDS, Resolved
 from ..secrets import redact
-from .lockfile import LOCK_VERSION, Lock, load_any, lock_path_for
+from .lockfile import LOCK_VERSION, Lock
 from .pins import (NUMERIC_HARDWARE, REVISION_FIELDS, hardware_pin, input_pins, python_version, sample_ids_digest,
                    sample_pin, version_pins)
 
@@ -166,23 +166,6 @@ def lock_plan(plan: Plan, path: Path, locked_from: str | None = None) -> dict[st
     document = lock_document(plan.resolved, pins, lock_dir=path.parent.resolve(), locked_from=locked_from)
     write_lock(document, path)
     return document
-
-
-def lock_recipe_file(recipe_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
-                     output: Path | None = None, profile: str | None = None, run_source: bool = False,
-                     console=None) -> tuple[Path, dict[str, Any]]:
-    """`clo-recipe lock`: resolve, pin and write `<recipe>.lock.yaml` (a lock file given as
-    the recipe is re-pinned in place). `run_source` runs the source stage first so the
-    sampled ids get pinned too."""
-    recipe_path = Path(recipe_path)
-    loaded, previous = load_any(recipe_path, overrides)
-    plan = make_plan(resolve(loaded, profile_override=profile))
-    if run_source and plan.stage("source").status != "done":
-        from ..engine.run import execute
-
-        execute(plan, only=["source"], console=console)
-    path = output or lock_path_for(recipe_path)
-    return path, lock_plan(plan, path, locked_from=previous.meta.get("locked_from") if previous else None)
 
 
 # --------------------------------------------------------------------------- verifying

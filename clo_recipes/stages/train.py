@@ -28,8 +28,13 @@ def run(ctx: StageContext) -> dict:
         rows=list(read_jsonl(ctx.input("pairs") / "train.jsonl")),
         work_dir=ctx.work_dir,
         identity={"stage": ctx.stage_id, "recipe": recipe.values(), "inputs": sorted(p.name for p in ctx.inputs.values())},
-        reference_file=ctx.input("reference") / REFERENCE_FILE if ctx.arm == "clo" else None,
+        # the planner gives an arm a reference stage when its method needs one (stage table)
+        reference_file=ctx.input("reference") / REFERENCE_FILE if _has_reference(ctx) else None,
         project=ctx.run_dir.name,
         show_progress=ctx.show_progress,
     )
     return run_training(job)
+
+
+def _has_reference(ctx: StageContext) -> bool:
+    return any(stage_id.split("-", 1)[0] == "reference" for stage_id in ctx.inputs)

@@ -17,11 +17,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
+from ..engine.stages import REFERENCE_FILE  # noqa: F401  (the stage table names the file; stages import it here)
 from ..errors import CloError
 from .batch import collate, forward_logps
 from .data import Example
-
-REFERENCE_FILE = "reference.jsonl"
 
 
 def token_budget(vocab_size: int) -> int:

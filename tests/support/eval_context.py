@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from clo_recipes.engine.testing import make_context as engine_make_context
+from clo_recipes.runner.testing import make_context as engine_make_context
 
 
 def make_context(recipe: dict, stage_id: str, tmp_path: Path, inputs: dict[str, Path] | None = None):
-    """`engine.testing.make_context` with the translation memory the base recipe names (the
+    """`runner.testing.make_context` with the translation memory the base recipe names (the
     resolver checks it exists and covers the target language, Spanish here)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     memory = tmp_path / "memory.jsonl"

@@ -8,6 +8,7 @@ the real one. Every call is appended to $SHARE_STAGE_LOG. With $SHARE_STAGE_LEAK
 also writes a log line holding $HF_TOKEN, like a careless third-party callback would.
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -127,7 +128,7 @@ SPANISH = {"What is water?": "¿Qué es el agua?", "Water is a liquid.": "El agu
 
 def write_inputs(folder: Path) -> dict:
     """data.jsonl (10 English pairs), memory.jsonl (some Spanish) and a local model folder;
-    returns the recipe fields that use them (merge over engine.testing.BASE_RECIPE)."""
+    returns the recipe fields that use them (merge over runner.testing.BASE_RECIPE)."""
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "data.jsonl", [{"prompt": p, "response": r} for p, r in ENGLISH])
     write_jsonl(folder / "memory.jsonl", [{"en": en, "es": es} for en, es in SPANISH.items()])
@@ -144,8 +145,8 @@ def use_share_stages(monkeypatch, log: Path) -> Path:
     from clo_recipes.engine import stages as stage_table
 
     for kind, spec in list(stage_table.SPECS.items()):
-        monkeypatch.setitem(stage_table.SPECS, kind, stage_table.StageSpec(
-            kind, "share_stages", spec.reads, spec.version, spec.summary))
+        monkeypatch.setitem(stage_table.SPECS, kind, dataclasses.replace(
+            spec, module="share_stages", checks=()))  # the table's properties stay
     monkeypatch.setenv("SHARE_STAGE_LOG", str(log))
     return log
 

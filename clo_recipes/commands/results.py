@@ -1,4 +1,5 @@
-"""`clo-recipe compare` and `clo-recipe sweep`: results across runs."""
+"""`clo-recipe compare` and `clo-recipe sweep`: results across runs (a sweep runs them first,
+through the door: `runner/sweep.py`)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def compare(
 
 
 def sweep(
-    file: Path = typer.Argument(..., help="A sweep file (recipe, grid, metrics), or the recipe every grid point starts from."),
+    file: str = typer.Argument(..., help="A sweep file (recipe, grid, metrics) or a shipped sweep's name, or the "
+                                         "recipe every grid point starts from (a file, lock, bundle or shipped name)."),
     grid: Optional[List[str]] = typer.Option(None, "--grid", help="FIELD=V1,V2,... (repeatable), e.g. --grid data.samples=800,1600"),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override for every point (repeatable)."),
     metric: Optional[List[str]] = typer.Option(
@@ -72,20 +74,22 @@ def sweep(
                                "default: the sweep file's, else win if judged, else fidelity)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the plots and table (default <output_dir>/<name>-sweep)."),
     reuse: bool = typer.Option(True, "--reuse/--no-reuse", help="Reuse and slice finished stages across points."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Use this hardware profile for every point."),
 ) -> None:
     """Run a grid of recipe variants and plot metrics against sample count, one line per method."""
     from rich.console import Console
     from rich.table import Table
 
     from clo_recipes.errors import CloError
-    from clo_recipes.evaluation.sweep import (
-        choose_metric, expand_grid, is_sweep_file, load_sweep_file, parse_grid, point_overrides, run_sweep,
-        sweep_table_rows, write_sweep)
-    from clo_recipes.recipe.load import load_recipe
+    from clo_recipes.evaluation.sweep import choose_metric, sweep_table_rows, write_sweep
+    from clo_recipes.runner.sweep import (
+        expand_grid, is_sweep_file, load_sweep_file, parse_grid, point_overrides, run_sweep, sweep_target)
+    from clo_recipes.runner.target import open_target
 
     console = Console()
     specs, extra, metrics = list(grid or []), list(overrides or []), list(metric or [])
-    if is_sweep_file(file):
+    file = sweep_target(file)
+    if isinstance(file, Path) and file.is_file() and is_sweep_file(file):
         spec = load_sweep_file(file)
         given = {item.partition("=")[0].strip() for item in specs}
         specs = [item for item in spec.grid if item.partition("=")[0] not in given] + specs
@@ -95,9 +99,9 @@ def sweep(
         raise CloError(f"{file} is a recipe, so the sweep needs at least one --grid",
                        hint="add --grid data.samples=800,1600, or pass a sweep file (recipes/sweeps/)")
     axes = parse_grid(specs)
-    recipe = load_recipe(file, extra).recipe
+    recipe = open_target(file, extra).loaded.recipe
     for point in expand_grid(axes):  # a misspelt field or value fails now, not after hours of runs
-        load_recipe(file, point_overrides(recipe.name, point, extra))
+        open_target(file, point_overrides(recipe.name, point, extra))
     for wanted in metrics:
         choose_metric([], wanted)
     folder = out or Path(recipe.output_dir).expanduser() / f"{recipe.name}-sweep"
@@ -109,7 +113,8 @@ def sweep(
     def save(points) -> None:  # after every point, so an interrupted sweep still shows what it has
         write_sweep(points, axes, chosen_metrics(points), folder, title=title)
 
-    points = run_sweep(file, axes, base_name=recipe.name, extra=extra, console=console, reuse=reuse, on_point=save)
+    points = run_sweep(file, axes, base_name=recipe.name, extra=extra, console=console, reuse=reuse,
+                       profile=profile, on_point=save)
     chosen = chosen_metrics(points)
     header, rows = sweep_table_rows(points, chosen[0])
     table = Table(title=f"sweep {recipe.name}: {chosen[0]}", title_justify="left")

@@ -1,4 +1,5 @@
-"""Build a real `StageContext` from a recipe dict, for stage tests (no CLI, no run dir lock)."""
+"""Test helpers: write a recipe from a dict, and build a real `StageContext` for stage tests
+(planned through the door like every run; no CLI, no run-folder claim)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ from typing import Any
 
 import yaml
 
-from ..recipe.load import load_recipe
-from ..recipe.resolve import resolve
-from .context import StageContext
-from .plan import make_plan
+from ..engine.context import StageContext
+from .door import prepare
 
 # The minimum a recipe needs; tests override what they care about.
 BASE_RECIPE: dict[str, Any] = {
@@ -47,7 +46,7 @@ def make_context(recipe: dict[str, Any], stage_id: str, tmp_path: Path,
     (merged over `BASE_RECIPE`; relative paths resolve against `tmp_path`). `inputs` maps
     upstream stage ids to finished directories you prepared."""
     path = write_recipe(recipe, tmp_path)
-    plan = make_plan(resolve(load_recipe(path)))
+    plan = prepare(path).plan
     stage = plan.stage(stage_id)
     work_dir = tmp_path / "work" / stage_id
     work_dir.mkdir(parents=True, exist_ok=True)
