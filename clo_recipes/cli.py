@@ -199,7 +199,7 @@ def run(
     """Run the recipe's stages in order; finished stages are skipped, interrupted ones resume.
     FILE may be a recipe, a lock file, a bundle folder or a shipped recipe's name."""
     from .engine.run import select_stages
-    from .runs import door
+    from .runner import door
 
     prepared = door.prepare(file, overrides or [], profile=profile, relock=relock, from_bundle=from_bundle,
                             dry_run=dry_run, console=console)
