@@ -3,6 +3,7 @@ cache), a lock is itself a runnable recipe, and a run refuses with a readable di
 pinned item differs (unless it relocks)."""
 
 import hashlib
+import json
 
 import pytest
 import yaml
@@ -257,3 +258,43 @@ def test_hub_references_pin_from_the_hub_when_it_answers(tmp_path, monkeypatch):
     assert document["pins"]["inputs"]["model.base"]["source"] == "hub"
     assert document["recipe"]["model"]["revision"] == "f" * 40
     assert asked == ["/api/models/tiny-org/tiny-llama/revision/v1.0"]
+
+
+def test_a_sweep_holds_a_lock_like_run_does_except_its_grid(recipe_file, stages):
+    """The sweep plans every point through the same door as `run`: the grid's fields and the
+    point's name may differ from the lock, everything else (`--set`, `--profile`, inputs) is
+    held to it as `run` holds it."""
+    from typer.testing import CliRunner
+
+    from clo_recipes.cli import app
+    from clo_recipes.runner.sweep import parse_grid, run_sweep
+
+    path, _ = lock_recipe(recipe_file)
+    axes = parse_grid(["data.samples=3,6", "method.name=clo,sft"])
+    points = run_sweep(path, axes, base_name="t", profile="cpu", reuse=False)
+    assert [p.error for p in points] == [None] * 4 and {p.name for p in points} == {"t-3-clo", "t-3-sft", "t-6-clo",
+                                                                                    "t-6-sft"}
+    resolved = yaml.safe_load((points[0].run_dir / "recipe.resolved.yaml").read_text())
+    assert resolved["hardware_profile"] == "cpu" and resolved["recipe"]["data"]["samples"] == 3
+    with pytest.raises(LockMismatch, match=r"train.learning_rate: locked 8e-06, now 2e-05"):
+        run_sweep(path, axes, base_name="t", extra=["train.learning_rate=2e-5"], reuse=False)
+    with pytest.raises(LockMismatch, match=r"hardware.precision: locked fp32, now bf16"):
+        run_sweep(path, axes, base_name="t", profile="single-24gb", reuse=False)
+    refused = CliRunner().invoke(app, ["sweep", str(path), "--grid", "data.samples=3", "--set", "train.epochs=3"])
+    assert refused.exit_code != 0 and isinstance(refused.exception, LockMismatch)
+    assert "train.epochs: locked 2.0, now 3.0" in refused.exception.render()
+
+
+def test_plan_of_a_lock_shows_what_run_would_refuse(recipe_file):
+    from typer.testing import CliRunner
+
+    from clo_recipes.cli import app
+
+    path, _ = lock_recipe(recipe_file)
+    runner = CliRunner()
+    same = runner.invoke(app, ["plan", str(path)])
+    assert same.exit_code == 0 and "matches its lock recipe.lock.yaml" in same.output
+    changed = runner.invoke(app, ["plan", str(path), "--set", "train.learning_rate=2e-5", "--json"])
+    assert changed.exit_code == 0, changed.output
+    lock = json.loads(changed.output)["lock"]
+    assert lock["differences"] == [{"field": "train.learning_rate", "locked": "8e-06", "now": "2e-05", "blocking": True}]

@@ -16,7 +16,9 @@ def test_doctor_prints_the_environment():
 
 def test_smoke_runs_every_stage_and_reports_the_loss(tmp_path):
     folder = tmp_path / "smoke"
-    result = CliRunner().invoke(app, ["doctor", "--smoke", "--keep", str(folder), "--steps", "4"])
+    # the smoke run goes through the same door as `run`: --profile and --set mean the same
+    result = CliRunner().invoke(app, ["doctor", "--smoke", "--keep", str(folder), "--steps", "4",
+                                      "--profile", "cpu", "--set", "eval.max_new_tokens=6"])
     assert result.exit_code == 0, result.output
     assert "smoke run passed" in result.output and "at step 1 ->" in result.output
     run = folder / "runs" / "smoke"
@@ -27,3 +29,14 @@ def test_smoke_runs_every_stage_and_reports_the_loss(tmp_path):
     rows = [json.loads(line) for line in (train / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
     assert (train / "model" / "model.safetensors").exists()
+    import yaml
+
+    resolved = yaml.safe_load((run / "recipe.resolved.yaml").read_text())
+    assert resolved["hardware_profile"] == "cpu" and resolved["provenance"]["hardware.profile"] == "--profile"
+    assert resolved["recipe"]["eval"]["max_new_tokens"] == 6 and resolved["provenance"]["eval.max_new_tokens"] == "--set"
+
+
+def test_smoke_refuses_an_unknown_profile_like_run_does(tmp_path):
+    result = CliRunner().invoke(app, ["doctor", "--smoke", "--keep", str(tmp_path / "s"), "--profile", "cpuu"])
+    assert result.exit_code != 0
+    assert "unknown hardware profile 'cpuu'" in result.exception.render() and "did you mean 'cpu'" in result.exception.render()

@@ -76,15 +76,25 @@ def init(
     Console().print(f"wrote {output}; next: clo-recipe plan {output}")
 
 
+def _language_code(value: str) -> str:
+    """`--language` as its ISO 639-1 code; an unknown one is a one-screen error, not a traceback."""
+    from clo_recipes.errors import CloError
+    from clo_recipes.recipe.languages import get_language
+
+    try:
+        return get_language(value).iso1
+    except ValueError as error:
+        raise CloError(f"--language: {error}", hint="an ISO 639-1 or 639-3 code or an English name, e.g. th, tha, Thai") from None
+
+
 def _name(model: str, language: str, method: str) -> str:
     return f"{language}-{Path(model).name.lower().replace('_', '-')}-{method.replace('+', '-')}"[:100]
 
 
 def _starter(output: Path, schema_ref: str, values: dict) -> str:
     from clo_recipes.recipe.init_template import STARTER
-    from clo_recipes.recipe.languages import get_language
 
-    code = get_language(values["language"]).iso1
+    code = _language_code(values["language"])
     return STARTER.format(schema=schema_ref, path=output, name=_name(values["model"], code, values["method"]),
                           model=values["model"], language=code, method=values["method"],
                           baselines="sft" if values["method"] == "clo" else "", adapter=values["adapter"],
@@ -96,7 +106,6 @@ def _from_shipped(name: str, output: Path, schema_ref: str, given: dict) -> str:
     names made absolute (they stay in the installed package), the given flags applied."""
     import yaml
 
-    from clo_recipes.recipe.languages import get_language
     from clo_recipes.recipe.load import load_recipe
     from clo_recipes.recipe.resolve import _PATH_FIELDS
     from clo_recipes.runner.shipped import find_shipped
@@ -114,7 +123,7 @@ def _from_shipped(name: str, output: Path, schema_ref: str, given: dict) -> str:
     if "model" in given:
         raw["model"] = {"base": given["model"]}
     if "language" in given:
-        raw["language"] = get_language(given["language"]).iso1
+        raw["language"] = _language_code(given["language"])
     if "method" in given:
         raw.setdefault("method", {})["name"] = given["method"]
         raw["method"]["baselines"] = ["sft"] if given["method"] == "clo" else []

@@ -181,6 +181,8 @@ def resolve(loaded: LoadedRecipe, *, profile_override: str | None = None) -> Res
             provenance[dotted] = "--set"
         elif path in from_profile:
             provenance[dotted] = from_profile[path]
+        elif path == ("hardware", "profile") and profile_override:
+            provenance[dotted] = "--profile"
         elif path == ("hardware", "profile") and asked == "auto":
             provenance[dotted] = "auto (detected)"
         elif path == ("hardware", "profile") and isinstance(loaded.raw.get("hardware"), str):
