@@ -135,14 +135,14 @@ def test_only_and_from(tmp_path, counting_stages):
         execute(plan_for(tmp_path, recipe), from_stage="evaluation")
 
 
-def test_run_dir_is_locked(tmp_path, counting_stages):
+def test_run_dir_is_claimed_by_one_run(tmp_path, counting_stages):
     plan = plan_for(tmp_path, {"method": {"name": "sft"}})
-    plan.store.lock()
+    plan.store.claim()
     try:
         with pytest.raises(CloError, match="is in use by pid"):
             execute(plan_for(tmp_path, {"method": {"name": "sft"}}))
     finally:
-        plan.store.unlock()
+        plan.store.release()
 
 
 def test_resolved_recipe_has_provenance_and_no_secrets(tmp_path, counting_stages, monkeypatch):

@@ -221,7 +221,7 @@ def _eight_gpus(**kw) -> MachineFacts:
     return MachineFacts(gpus=tuple(GPU(i, "NVIDIA H100 80GB HBM3", 79.6, (9, 0)) for i in range(8)), **kw)
 
 
-def test_run_stage_launches_with_the_lock_held_by_the_parent(tmp_path, monkeypatch):
+def test_run_stage_launches_with_the_claim_held_by_the_parent(tmp_path, monkeypatch):
     plan, path = _plan(tmp_path, {"hardware": "8xh100"})
     launcher = Launcher.for_plan(plan, path, [])
     seen = {}
@@ -234,7 +234,7 @@ def test_run_stage_launches_with_the_lock_held_by_the_parent(tmp_path, monkeypat
     monkeypatch.setattr(runner_launch.subprocess, "run", fake_run)
     launcher.run_stage(plan.stage("train-clo"))
     assert seen["command"] == launcher.command(plan.stage("train-clo"))
-    assert seen["env"]["CLO_RECIPES_LOCK_HELD"] == "1"
+    assert seen["env"]["CLO_RECIPES_CLAIM_HELD"] == "1"
     written = yaml.safe_load((plan.run_dir / "accelerate_config.yaml").read_text())
     assert written == launcher.config()
 

@@ -102,7 +102,7 @@ def free_port() -> int:
 def environment(**extra: str) -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
     for name in ("MACHINE_RANK", "NODE_RANK", "MAIN_PROCESS_IP", "MASTER_ADDR", "MAIN_PROCESS_PORT", "MASTER_PORT",
-                 "RANK", "LOCAL_RANK", "WORLD_SIZE", "CLO_RECIPES_LOCK_HELD"):
+                 "RANK", "LOCAL_RANK", "WORLD_SIZE", "CLO_RECIPES_CLAIM_HELD"):
         if name not in extra:
             env.pop(name, None)
     return env

@@ -21,6 +21,9 @@ from .context import StageContext
 from .plan import Plan, PlannedStage
 from .store import write_json_atomic, write_text_atomic
 
+# Set for launched ranks: their parent holds the run directory's claim.
+CLAIM_HELD = "CLO_RECIPES_CLAIM_HELD"
+
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "flash-attn",
                       "tokenizers", "datasets", "pydantic")
 
@@ -175,9 +178,9 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
     if force:
         redo = set(chosen)
     outcomes: list[StageOutcome] = []
-    holds_lock = _rank() == 0 and not os.environ.get("CLO_RECIPES_LOCK_HELD")
-    if holds_lock:
-        plan.store.lock()
+    claims = _rank() == 0 and not os.environ.get(CLAIM_HELD)
+    if claims:
+        plan.store.claim()
     try:
         if _rank() == 0:
             write_resolved(plan)
@@ -206,8 +209,8 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
             if after_stage is not None and _rank() == 0:
                 after_stage(stage)
     finally:
-        if holds_lock:
-            plan.store.unlock()
+        if claims:
+            plan.store.release()
     return RunResult(plan.run_dir, outcomes)
 
 

@@ -1,5 +1,5 @@
-"""The run directory: `runs/<name>/<stage>-<fingerprint>/` with a manifest, a lock, and
-atomic completion.
+"""The run directory: `runs/<name>/<stage>-<fingerprint>/` with a manifest, a claim (one run
+writes a run directory at a time) and atomic completion.
 
 A stage works in `<stage>-<fp>.partial/`; only when it returns does the engine write its
 `manifest.json` and rename the folder, so a crash never leaves a half stage that looks
@@ -19,6 +19,7 @@ from ..errors import CloError
 
 FP_CHARS = 12
 MANIFEST = "manifest.json"
+CLAIM = ".claim"  # holds the pid of the run writing the directory
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -36,7 +37,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 class RunStore:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self._lock_handle = None
+        self._claim_handle = None
 
     def stage_dir(self, stage_id: str, fingerprint: str) -> Path:
         return self.run_dir / f"{stage_id}-{fingerprint[:FP_CHARS]}"
@@ -66,11 +67,12 @@ class RunStore:
         os.replace(partial, final)
         return final
 
-    # ------------------------------------------------------------------ lock
-    def lock(self) -> None:
+    # ------------------------------------------------------------------ claim
+    # (not called a lock: a lock file is a pinned recipe, `share/lock.py`)
+    def claim(self) -> None:
         """Stop two runs from writing the same run directory (released when the process ends)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.run_dir / ".lock", "a+")
+        handle = open(self.run_dir / CLAIM, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -85,10 +87,10 @@ class RunStore:
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
-        self._lock_handle = handle
+        self._claim_handle = handle
 
-    def unlock(self) -> None:
-        if self._lock_handle is not None:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
-            self._lock_handle.close()
-            self._lock_handle = None
+    def release(self) -> None:
+        if self._claim_handle is not None:
+            fcntl.flock(self._claim_handle, fcntl.LOCK_UN)
+            self._claim_handle.close()
+            self._claim_handle = None

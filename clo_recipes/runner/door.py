@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..engine.plan import Plan, PlannedStage, make_plan
-from ..engine.run import RunResult, execute
+from ..engine.run import CLAIM_HELD, RunResult, execute
 from ..engine.stages import DATA_KINDS
 from ..engine.store import RunStore
 from ..errors import CloError
@@ -155,7 +155,7 @@ def check_memory(plan: Plan, estimate=None) -> None:
 
 
 def _is_launched_rank() -> bool:
-    return bool(os.environ.get("CLO_RECIPES_LOCK_HELD")) and "LOCAL_RANK" in os.environ
+    return bool(os.environ.get(CLAIM_HELD)) and "LOCAL_RANK" in os.environ
 
 
 def run(prepared: Prepared, *, only: list[str] | None = None, from_stage: str | None = None, force: bool = False,

@@ -10,7 +10,7 @@ own), then re-enters this package once per process:
 
 Data stages run once, in the parent, on machine 0. Each launched rank resolves the same
 recipe to the same plan, runs the one stage, and its rank 0 finishes the stage folder; the
-parent holds the run lock meanwhile (`CLO_RECIPES_LOCK_HELD`) and checks that the folder was
+parent holds the run directory's claim meanwhile (`CLO_RECIPES_CLAIM_HELD`) and checks that the folder was
 finished. On CPU the same config and command are used: torchrun starts the processes, and
 `ACCELERATE_USE_CPU=true` makes accelerate join them over gloo (a `use_cpu: true` config
 would make `accelerate launch` start one process, not N).
@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from ..engine.plan import Plan, PlannedStage
+from ..engine.run import CLAIM_HELD
 from ..errors import CloError
 from ..hardware.batch import derive_batch, processes_per_machine
 from ..hardware.launch import CONFIG_NAME, DEFAULT_PORT, accelerate_config
@@ -263,7 +264,7 @@ class Launcher:
     def run_stage(self, stage: PlannedStage) -> None:
         self.check_machine()
         self.write_config()
-        env = {**os.environ, **self.env, "CLO_RECIPES_LOCK_HELD": "1"}  # the parent holds the run lock
+        env = {**os.environ, **self.env, CLAIM_HELD: "1"}  # the parent holds the run directory's claim
         completed = subprocess.run(self.command(stage), env=env, check=False)
         if completed.returncode != 0:
             raise CloError(

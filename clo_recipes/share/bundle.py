@@ -252,7 +252,7 @@ def seed_from_bundle(plan: Plan, bundle: Path, kinds: tuple[str, ...] = DATA_KIN
         return outcomes + [SeedOutcome(stage.id, "would seed", entry["dir"]) for stage, entry in to_seed]
     if not to_seed:
         return outcomes
-    plan.store.lock()
+    plan.store.claim()
     try:
         for stage, entry in to_seed:
             files = _bundle_stage_files(bundle, index, entry) + list(entry.get("model_files", []))
@@ -275,6 +275,6 @@ def seed_from_bundle(plan: Plan, bundle: Path, kinds: tuple[str, ...] = DATA_KIN
             stage.status = "done"
             outcomes.append(SeedOutcome(stage.id, "seeded", entry["dir"]))
     finally:
-        plan.store.unlock()
+        plan.store.release()
     order = [stage.id for stage in plan.stages]
     return sorted(outcomes, key=lambda outcome: order.index(outcome.stage))

@@ -4,11 +4,11 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
-    """A recipe section: unknown keys are errors (never silently dropped), values are
-    validated on assignment too, and the model is frozen once resolved."""
+    """A recipe section: unknown keys are errors (never silently dropped), and the model is
+    frozen (a changed value is a new model: `model_copy(update=...)`, as the planner's arms
+    do), so nothing downstream can edit a recipe a fingerprint was computed from."""
 
     model_config = ConfigDict(
         extra="forbid",
-        validate_assignment=True,
         frozen=True,
     )
