@@ -47,27 +47,16 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
 # --------------------------------------------------------------------------- validate
 @app.command()
 def validate(
-    files: List[Path] = typer.Argument(..., help="Recipe files to check."),
+    files: List[str] = typer.Argument(..., help="Recipe files (or lock files, bundles, shipped names) to check."),
     overrides: Optional[List[str]] = SetOption,
 ) -> None:
     """Check recipes statically (schema, values, references); exit 1 if any is invalid.
     FILE may be a recipe, a lock file, a bundle folder or a shipped recipe's name."""
-    from .runner.target import open_target
+    from .commands.check import check_files
 
-    failed = 0
-    for file in files:
-        try:
-            loaded = open_target(file, overrides or []).loaded
-        except CloError as exc:
-            failed += 1
-            err_console.print(f"[bold red]✗ {file}[/]")
-            err_console.print(exc.render(), markup=False, highlight=False, soft_wrap=True)
-            continue
-        recipe = loaded.recipe
-        arms = ", ".join([recipe.method.name, *recipe.method.baselines])
-        console.print(f"[bold green]✓ {file}[/]  {recipe.name}: {recipe.model.base} → {recipe.language} ({arms})")
-    if failed:
-        raise typer.Exit(1)
+    code = check_files(files, overrides or [])
+    if code:
+        raise typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- plan

@@ -20,7 +20,7 @@ LAYERS = [
     {"evaluation"},
     {"stages", "share"},
     {"runner"},  # the one door: load, resolve, plan, hold to a lock, launch
-    {"commands", "cli", "__main__"},
+    {"commands", "cli", "main", "__main__"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 PACKAGE = REPO / "clo_recipes"
