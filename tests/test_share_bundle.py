@@ -128,3 +128,12 @@ def test_export_of_a_run_whose_inputs_changed_is_refused(finished, tmp_path):
     data.write_text(data.read_text().replace("Mars.", "Venus."))
     with pytest.raises(CloError, match="holds no finished stage for its recipe's current inputs"):
         export_run(finished.run_dir, tmp_path / "bundle")
+
+
+def test_a_bundle_folder_is_itself_a_target(finished, tmp_path):
+    """`clo-recipe run BUNDLE/`: its lock, with its data stages seeded (the door reads the
+    bundle's index and lock names: runner/target.py keeps them in step with share/bundle.py)."""
+    bundle = export_run(finished.run_dir, tmp_path / "bundle").path
+    plan = prepare(bundle, [f"output_dir={tmp_path / 'receiver'}"]).plan
+    assert [plan.stage(s).status for s in ("source", "translate", "pairs")] == ["done"] * 3
+    assert plan.resolved.source.path == bundle / "recipe.lock.yaml"

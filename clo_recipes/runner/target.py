@@ -12,7 +12,7 @@ from ..recipe.load import LoadedRecipe
 from ..share.lockfile import Lock, load_any
 from .shipped import PREFIX, find_shipped, is_shipped_name, shipped_names
 
-BUNDLE_INDEX, BUNDLE_LOCK = "bundle.json", "recipe.lock.yaml"  # share.bundle's names (checked by a test)
+BUNDLE_INDEX, BUNDLE_LOCK = "bundle.json", "recipe.lock.yaml"  # share/bundle.py: INDEX, LOCK_NAME (not imported: validate stays light; a test runs a bundle folder)
 
 
 @dataclass
