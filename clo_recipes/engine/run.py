@@ -20,7 +20,7 @@ from ..recipe.resolve import Resolved, resolve
 from ..secrets import redact, redact_files
 from .context import StageContext
 from .plan import Plan, PlannedStage, make_plan
-from .store import write_json_atomic, write_text_atomic
+from ..files import disk_error, stage_failure, write_text_atomic
 
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "flash-attn",
                       "tokenizers", "datasets", "pydantic")
@@ -179,8 +179,11 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
         redo = set(chosen)
     outcomes: list[StageOutcome] = []
     holds_lock = _rank() == 0 and not os.environ.get("CLO_RECIPES_LOCK_HELD")
-    if holds_lock:
-        plan.store.lock()
+    try:
+        if holds_lock:
+            plan.store.lock()
+    except OSError as error:  # a read-only or full run folder: one screen, not a traceback
+        raise disk_error(error, plan.run_dir) from None
     try:
         if _rank() == 0:
             write_resolved(plan)
@@ -203,6 +206,12 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
             except KeyboardInterrupt:
                 outcomes.append(StageOutcome(stage.id, "interrupted"))
                 raise
+            except Exception as error:
+                partial = plan.store.partial_dir(stage.id, stage.fingerprint)
+                disk = stage_failure(error, partial if partial.is_dir() else plan.run_dir)
+                if disk is None:
+                    raise
+                raise disk from None  # full or read-only disk: finished stages stay, this one resumes
             outcomes.append(outcome)
             if console is not None:
                 console.print(f"[green]✓ {stage.id}[/] done in {outcome.seconds:.1f}s")

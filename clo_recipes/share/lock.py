@@ -34,6 +34,7 @@ from .. import __version__
 from ..engine.fingerprint import DigestCache
 from ..engine.plan import Plan, cache_dir_for, make_plan
 from ..errors import CloError
+from ..files import write_text_atomic
 from ..recipe.resolve import _PATH_FIELDS, Resolved, resolve
 from ..secrets import redact
 from .lockfile import LOCK_VERSION, Lock, load_any, lock_path_for
@@ -153,9 +154,7 @@ def lock_text(document: dict[str, Any], lock_name: str) -> str:
 
 def write_lock(document: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(lock_text(document, path.name), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, lock_text(document, path.name))
     return path
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from clo_recipes.errors import CloError
+from clo_recipes.files import enumerate_records
 from clo_recipes.recipe.languages import Language, UnknownLanguage, all_languages, get_language
 
 Family = Literal["m2m100", "nllb", "madlad", "opus-mt"]
@@ -139,14 +140,10 @@ def _check_memory(translation: Any, language: Language) -> None:
     path = Path(translation.memory_file)
     if not path.is_file() or path.suffix.lower() != ".jsonl":
         return
-    with open(path, encoding="utf-8") as handle:
-        first = next((line for line in handle if line.strip()), None)
+    first = next(enumerate_records(path), None)  # bad JSON / bytes: an error naming the line
     if first is None:
         raise CloError(f"translation memory {path} is empty")
-    try:
-        record = json.loads(first)
-    except ValueError as error:
-        raise CloError(f"translation memory {path} line 1 is not JSON: {error}") from None
+    record = first[1]
     if language.iso1 not in record:
         codes = [key for key in record if key != "en"]
         raise CloError(
