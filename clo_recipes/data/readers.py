@@ -64,7 +64,7 @@ def _record(where: str, value: object) -> RawRecord:
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:
     # the shared reader names file and line for bad JSON, non-UTF-8 bytes and overlong lines
     for number, value in jsonl_values(path):
-        yield _record(f"{path.name} line {number}", value)
+        yield _record(f"{path} line {number}", value)
 
 
 def _read_json(path: Path) -> Iterator[RawRecord]:
@@ -78,7 +78,7 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
     if not isinstance(value, list):
         raise CloError(f"{path.name}: expected a list of records")
     for number, item in enumerate(value, start=1):
-        yield _record(f"{path.name} record {number}", item)
+        yield _record(f"{path} record {number}", item)
 
 
 def _read_parquet(path: Path) -> Iterator[RawRecord]:
@@ -88,7 +88,7 @@ def _read_parquet(path: Path) -> Iterator[RawRecord]:
     for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
         for row in batch.to_pylist():
             number += 1
-            yield RawRecord(f"{path.name} row {number}", row)
+            yield RawRecord(f"{path} row {number}", row)
 
 
 def _read_csv(path: Path) -> Iterator[RawRecord]:
@@ -96,7 +96,7 @@ def _read_csv(path: Path) -> Iterator[RawRecord]:
         reader = csv.DictReader(handle)
         try:
             for row in reader:
-                yield RawRecord(f"{path.name} line {reader.line_num}", dict(row))
+                yield RawRecord(f"{path} line {reader.line_num}", dict(row))
         except UnicodeDecodeError:
             raise non_utf8_error(path) from None
 

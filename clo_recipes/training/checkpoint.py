@@ -64,7 +64,7 @@ class CheckpointStore:
         back to the previous good one."""
         found = []
         self.broken = []
-        for state_file in self.folder.glob("*-step-*/state.json"):
+        for state_file in sorted(self.folder.glob("*-step-*/state.json"), reverse=True):  # newest first
             try:
                 state = json.loads(state_file.read_text(encoding="utf-8"))
             except (ValueError, OSError) as error:
