@@ -6,24 +6,19 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..errors import CloError
+from ..files import disk_error, stage_failure, write_text_atomic
 from ..recipe.load import load_recipe
 from ..recipe.resolve import Resolved, resolve
 from ..secrets import redact, redact_files
 from .context import StageContext
+from .manifest import package_versions, stage_manifest
 from .plan import Plan, PlannedStage, make_plan
-from ..files import disk_error, stage_failure, write_text_atomic
-
-VERSIONED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "flash-attn",
-                      "tokenizers", "datasets", "pydantic")
 
 
 @dataclass
@@ -44,18 +39,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return all(o.status in ("ran", "cached", "skipped") for o in self.outcomes)
-
-
-def package_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {"clo-recipes": __version__, "python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def resolved_document(resolved: Resolved) -> dict[str, Any]:
@@ -125,21 +108,8 @@ def _run_stage(plan: Plan, stage: PlannedStage, options: dict[str, Any], console
     if _rank() != 0:  # in a multi-process launch only rank 0 finishes the stage folder
         return StageOutcome(stage.id, "ran", seconds, work_dir, outputs, resumed)
     masked = redact_files(work_dir)
-    manifest = redact({
-        "stage": stage.id,
-        "kind": stage.kind,
-        "arm": stage.arm,
-        "fingerprint": stage.fingerprint,
-        "stage_version": stage.spec.version,
-        "reads": stage.view.values(),
-        "inputs": {dep: plan.stage(dep).fingerprint for dep in stage.deps},
-        "outputs": outputs,
-        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 3),
-        "resumed": resumed,
-        "versions": package_versions(),
-        "secrets_masked_in": masked,
-    })
+    manifest = stage_manifest(plan, stage, outputs=outputs, started=started, seconds=seconds, resumed=resumed,
+                              secrets_masked_in=masked)
     final = store.finish(stage.id, stage.fingerprint, manifest)
     stage.status = "done"
     return StageOutcome(stage.id, "ran", seconds, final, outputs, resumed)
