@@ -36,7 +36,7 @@ SPECS: dict[str, StageSpec] = {
                   "read, clean and sample the English SFT data"),
         StageSpec("translate", "clo_recipes.stages.translate", ("language", "translation"), 1,
                   "translate queries and answers, filter bad translations",
-                  checks=(("translation.model", "clo_recipes.translation.support:check_recipe"),)),
+                  checks=(("translation.model", "clo_recipes.translation.coverage:check_recipe"),)),
         StageSpec("pairs", "clo_recipes.stages.pairs", ("language", "model"), 1,
                   "build CLO quadruples and SFT sets"),
         StageSpec("reference", "clo_recipes.stages.reference",

@@ -201,6 +201,8 @@ def describe_pin(pin: dict[str, Any] | None) -> str:
         return f"{pin['package']} {pin['version']} sha256 {_short(pin['sha256'])}"
     if kind == "served":
         return f"{pin['model']} at {pin['endpoint']}"
+    if kind == "engine":
+        return f"{pin['engine']} ({pin['package']} {pin['version']})"
     return str(pin)
 
 
@@ -208,7 +210,8 @@ def _same_input(locked: dict[str, Any] | None, now: dict[str, Any] | None) -> bo
     if not locked or not now or locked.get("kind") != now.get("kind"):
         return locked == now
     keys = {"hub": ("id", "revision"), "file": ("sha256",), "folder": ("sha256",),
-            "pypi": ("package", "version", "sha256"), "served": ("endpoint", "model")}.get(locked["kind"], ())
+            "pypi": ("package", "version", "sha256"), "served": ("endpoint", "model"),
+            "engine": ("package", "version")}.get(locked["kind"], ())
     return all(locked.get(k) == now.get(k) for k in keys)
 
 
