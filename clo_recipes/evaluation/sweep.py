@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -303,13 +302,6 @@ class Aggregate:
         if len(self.values) > 1:
             return min(self.values), max(self.values)
         return self.intervals[0]
-
-    @property
-    def std(self) -> float | None:
-        if len(self.values) < 2:
-            return None
-        mean = self.mean
-        return math.sqrt(sum((v - mean) ** 2 for v in self.values) / (len(self.values) - 1))
 
 
 def aggregate_seeds(points: list[SweepPoint], metric: str) -> list[Aggregate]:
