@@ -97,10 +97,9 @@ def environment_table():
 
 def run_smoke(console, keep: Path | None, steps: int) -> None:
     """Every stage of a tiny CLO run on this device; prints the loss at the first and last step."""
-    import json
-
     from clo_recipes.engine.run import run_recipe_file
     from clo_recipes.errors import CloError
+    from clo_recipes.files import read_jsonl
     from clo_recipes.training.smoke import write_smoke_project
 
     folder = keep.expanduser().resolve() if keep else Path(tempfile.mkdtemp(prefix="clo-smoke-"))
@@ -113,7 +112,7 @@ def run_smoke(console, keep: Path | None, steps: int) -> None:
             raise CloError("the smoke run did not finish every stage",
                            hint=", ".join(f"{o.id}: {o.status}" for o in result.outcomes))
         train = next(o for o in result.outcomes if o.id == "train-clo")
-        rows = [json.loads(line) for line in (train.directory / "metrics.jsonl").read_text().splitlines()]
+        rows = list(read_jsonl(train.directory / "metrics.jsonl"))
         first, last = rows[0], rows[-1]
         console.print(
             f"[green]smoke run passed[/] in {time.time() - started:.0f}s: CLO loss {first['loss']:.4f} at step "

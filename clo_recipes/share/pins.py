@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import platform
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +24,7 @@ from typing import Any, Callable
 from .. import __version__
 from ..engine.fingerprint import DigestCache, tree_digest
 from ..errors import CloError
+from ..files import read_jsonl
 from ..model_ref import PYPI_PREFIX, locate_model
 from ..recipe.backends import BACKENDS
 from ..recipe.schema import Recipe
@@ -142,11 +142,9 @@ def sample_ids_digest(source_dir: Path) -> dict[str, Any] | None:
                 return None
             continue
         counts[split] = 0
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    digest.update(f"{split}\t{json.loads(line)['id']}\n".encode())
-                    counts[split] += 1
+        for row in read_jsonl(path):
+            digest.update(f"{split}\t{row['id']}\n".encode())
+            counts[split] += 1
     return {"ids_sha256": digest.hexdigest(), **counts}
 
 
