@@ -250,8 +250,13 @@ _register_command_modules()
 
 
 def main() -> None:
+    from .files import disk_error
+
     try:
-        app()
+        try:
+            app()
+        except OSError as exc:  # a full or read-only disk outside a stage: one screen too
+            raise disk_error(exc) from None
     except CloError as exc:
         if _state["debug"]:
             raise

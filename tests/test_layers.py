@@ -11,7 +11,7 @@ from conftest import REPO
 
 # Bottom to top. A unit is a subpackage or a top-level module of clo_recipes.
 LAYERS = [
-    {"__init__", "errors", "secrets", "progress", "model_ref", "chat_endpoint", "testing", "data"},
+    {"__init__", "errors", "files", "secrets", "progress", "model_ref", "chat_endpoint", "testing", "data"},
     {"hardware"},
     {"recipe"},
     {"langid", "methods"},

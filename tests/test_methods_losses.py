@@ -1,4 +1,4 @@
-"""CLO, SFT and DPO losses against numbers computed by hand from PAPER.md's formulas."""
+"""CLO, SFT and DPO losses against numbers computed by hand from the formulas in docs/method.md."""
 
 import math
 

@@ -15,7 +15,7 @@ import pytest
 from clo_recipes.errors import CloError
 from clo_recipes.translation.cache import TranslationCache
 from clo_recipes.translation.pipeline import translate_texts
-from clo_recipes.translation.support import check_language_support, detect_family, opus_target
+from clo_recipes.translation.coverage import check_language_support, detect_family, opus_target
 
 
 @pytest.fixture(scope="module")

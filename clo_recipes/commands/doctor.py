@@ -101,9 +101,8 @@ def run_smoke(console, keep: Path | None, steps: int, *, profile: str | None = N
               overrides: list[str] | None = None) -> None:
     """Every stage of a tiny CLO run on this device; prints the loss at the first and last step.
     It runs through the same door as `clo-recipe run` (`--profile`, `--set`, memory check)."""
-    import json
-
     from clo_recipes.errors import CloError
+    from clo_recipes.files import read_jsonl
     from clo_recipes.runner.door import run_recipe
     from clo_recipes.training.smoke import write_smoke_project
 
@@ -117,7 +116,7 @@ def run_smoke(console, keep: Path | None, steps: int, *, profile: str | None = N
             raise CloError("the smoke run did not finish every stage",
                            hint=", ".join(f"{o.id}: {o.status}" for o in result.outcomes))
         train = next(o for o in result.outcomes if o.id == "train-clo")
-        rows = [json.loads(line) for line in (train.directory / "metrics.jsonl").read_text().splitlines()]
+        rows = list(read_jsonl(train.directory / "metrics.jsonl"))
         first, last = rows[0], rows[-1]
         console.print(
             f"[green]smoke run passed[/] in {time.time() - started:.0f}s: CLO loss {first['loss']:.4f} at step "

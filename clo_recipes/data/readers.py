@@ -4,11 +4,11 @@ Hugging Face hub dataset. Every record carries its position so format errors can
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Iterator
 
 from clo_recipes.errors import CloError
+from clo_recipes.files import jsonl_values, non_utf8_error, read_json
 
 from .records import RawRecord
 
@@ -30,7 +30,7 @@ def read_records(source: str, *, config: str | None = None, split: str = "train"
             if not files:
                 raise CloError(f"data.source folder {path} holds no {'/'.join(LOCAL_SUFFIXES)} file")
             for file in files:
-                yield from read_file(file)
+                yield from read_file(file, allow_empty=True)
             return
         if not path.is_file():
             raise CloError(f"data.source file not found: {path}",
@@ -40,19 +40,19 @@ def read_records(source: str, *, config: str | None = None, split: str = "train"
     yield from read_hub(source, config=config, split=split, revision=revision)
 
 
-def read_file(path: Path) -> Iterator[RawRecord]:
+def read_file(path: Path, *, allow_empty: bool = False) -> Iterator[RawRecord]:
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        yield from _read_jsonl(path)
-    elif suffix == ".json":
-        yield from _read_json(path)
-    elif suffix == ".parquet":
-        yield from _read_parquet(path)
-    elif suffix == ".csv":
-        yield from _read_csv(path)
-    else:
+    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
+    if suffix not in readers:
         raise CloError(f"data.source {path}: unsupported file type {suffix!r}",
                        hint=f"use one of {', '.join(LOCAL_SUFFIXES)}")
+    empty = True
+    for record in readers[suffix](path):
+        empty = False
+        yield record
+    if empty and not allow_empty:  # in a folder, an empty split file among others is fine
+        raise CloError(f"data.source {path} holds no records (the file is empty or blank)",
+                       hint="point data.source at the file with your samples, one JSON object per line")
 
 
 def _record(where: str, value: object) -> RawRecord:
@@ -62,22 +62,13 @@ def _record(where: str, value: object) -> RawRecord:
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CloError(f"{path.name} line {number}: not valid JSON ({error.msg})") from None
-            yield _record(f"{path.name} line {number}", value)
+    # the shared reader names file and line for bad JSON, non-UTF-8 bytes and overlong lines
+    for number, value in jsonl_values(path):
+        yield _record(f"{path} line {number}", value)
 
 
 def _read_json(path: Path) -> Iterator[RawRecord]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise CloError(f"{path.name}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    value = read_json(path)  # bad JSON or bytes: an error at the file's line
     if isinstance(value, dict):
         # `{"data": [...]}` / `{"train": [...]}`: one list of records inside an object.
         lists = [v for v in value.values() if isinstance(v, list)]
@@ -87,7 +78,7 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
     if not isinstance(value, list):
         raise CloError(f"{path.name}: expected a list of records")
     for number, item in enumerate(value, start=1):
-        yield _record(f"{path.name} record {number}", item)
+        yield _record(f"{path} record {number}", item)
 
 
 def _read_parquet(path: Path) -> Iterator[RawRecord]:
@@ -97,14 +88,17 @@ def _read_parquet(path: Path) -> Iterator[RawRecord]:
     for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
         for row in batch.to_pylist():
             number += 1
-            yield RawRecord(f"{path.name} row {number}", row)
+            yield RawRecord(f"{path} row {number}", row)
 
 
 def _read_csv(path: Path) -> Iterator[RawRecord]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        for row in reader:
-            yield RawRecord(f"{path.name} line {reader.line_num}", dict(row))
+        try:
+            for row in reader:
+                yield RawRecord(f"{path} line {reader.line_num}", dict(row))
+        except UnicodeDecodeError:
+            raise non_utf8_error(path) from None
 
 
 def read_hub(dataset: str, *, config: str | None, split: str, revision: str | None) -> Iterator[RawRecord]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
+
+from ..files import read_jsonl, write_jsonl  # noqa: F401 - stages import them from here
 
 
 @dataclass
@@ -39,20 +40,3 @@ class StageContext:
         if len(found) != 1:
             raise KeyError(f"stage {self.stage_id} has {len(found)} upstream '{kind}' stages: {sorted(self.inputs)}")
         return found[0]
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
-    """Write rows as JSON lines (UTF-8, not ASCII-escaped); returns the count."""
-    count = 0
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    return count
-
-
-def read_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)

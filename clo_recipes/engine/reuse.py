@@ -28,11 +28,11 @@ import json
 import os
 import shutil
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from .context import read_jsonl, write_jsonl
+from .manifest import stage_manifest
 from .plan import Plan, PlannedStage
 from .stages import REFERENCE_FILE
 from .store import MANIFEST
@@ -138,16 +138,8 @@ def _deriver(stage: PlannedStage) -> Callable | None:
 
 
 def _finish(plan: Plan, stage: PlannedStage, outputs: dict, derived: dict, started: float) -> None:
-    from .run import package_versions
-
-    manifest = {
-        "stage": stage.id, "kind": stage.kind, "arm": stage.arm, "fingerprint": stage.fingerprint,
-        "stage_version": stage.spec.version, "reads": stage.view.values(),
-        "inputs": {dep: plan.stage(dep).fingerprint for dep in stage.deps}, "outputs": outputs,
-        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(time.time() - started, 3), "resumed": False, "versions": package_versions(),
-        "secrets_masked_in": [], "derived": derived,
-    }
+    manifest = stage_manifest(plan, stage, outputs=outputs, started=started, seconds=time.time() - started,
+                              resumed=False, secrets_masked_in=[], derived=derived)
     plan.store.finish(stage.id, stage.fingerprint, manifest)
     stage.status = "done"
 

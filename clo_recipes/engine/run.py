@@ -6,26 +6,21 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import __version__
 from ..errors import CloError
+from ..files import disk_error, stage_failure, write_text_atomic
 from ..recipe.resolve import Resolved
 from ..secrets import redact, redact_files
 from .context import StageContext
+from .manifest import package_versions, stage_manifest
 from .plan import Plan, PlannedStage
-from .store import write_json_atomic, write_text_atomic
 
 # Set for launched ranks: their parent holds the run directory's claim.
 CLAIM_HELD = "CLO_RECIPES_CLAIM_HELD"
-
-VERSIONED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "flash-attn",
-                      "tokenizers", "datasets", "pydantic")
 
 
 @dataclass
@@ -46,18 +41,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return all(o.status in ("ran", "cached", "skipped") for o in self.outcomes)
-
-
-def package_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {"clo-recipes": __version__, "python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def resolved_document(resolved: Resolved) -> dict[str, Any]:
@@ -127,21 +110,8 @@ def _run_stage(plan: Plan, stage: PlannedStage, options: dict[str, Any], console
     if _rank() != 0:  # in a multi-process launch only rank 0 finishes the stage folder
         return StageOutcome(stage.id, "ran", seconds, work_dir, outputs, resumed)
     masked = redact_files(work_dir)
-    manifest = redact({
-        "stage": stage.id,
-        "kind": stage.kind,
-        "arm": stage.arm,
-        "fingerprint": stage.fingerprint,
-        "stage_version": stage.spec.version,
-        "reads": stage.view.values(),
-        "inputs": {dep: plan.stage(dep).fingerprint for dep in stage.deps},
-        "outputs": outputs,
-        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 3),
-        "resumed": resumed,
-        "versions": package_versions(),
-        "secrets_masked_in": masked,
-    })
+    manifest = stage_manifest(plan, stage, outputs=outputs, started=started, seconds=seconds, resumed=resumed,
+                              secrets_masked_in=masked)
     final = store.finish(stage.id, stage.fingerprint, manifest)
     stage.status = "done"
     return StageOutcome(stage.id, "ran", seconds, final, outputs, resumed)
@@ -179,8 +149,11 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
         redo = set(chosen)
     outcomes: list[StageOutcome] = []
     claims = _rank() == 0 and not os.environ.get(CLAIM_HELD)
-    if claims:
-        plan.store.claim()
+    try:
+        if claims:
+            plan.store.claim()
+    except OSError as error:  # a read-only or full run folder: one screen, not a traceback
+        raise disk_error(error, plan.run_dir) from None
     try:
         if _rank() == 0:
             write_resolved(plan)
@@ -203,6 +176,12 @@ def execute(plan: Plan, *, only: list[str] | None = None, from_stage: str | None
             except KeyboardInterrupt:
                 outcomes.append(StageOutcome(stage.id, "interrupted"))
                 raise
+            except Exception as error:
+                partial = plan.store.partial_dir(stage.id, stage.fingerprint)
+                disk = stage_failure(error, partial if partial.is_dir() else plan.run_dir)
+                if disk is None:
+                    raise
+                raise disk from None  # full or read-only disk: finished stages stay, this one resumes
             outcomes.append(outcome)
             if console is not None:
                 console.print(f"[green]✓ {stage.id}[/] done in {outcome.seconds:.1f}s")

@@ -56,7 +56,7 @@ SPECS: dict[str, StageSpec] = {
                   data=True, exports=("samples.jsonl", "eval_samples.jsonl")),
         StageSpec("translate", "clo_recipes.stages.translate", ("language", "translation"), 1,
                   "translate queries and answers, filter bad translations",
-                  checks=(("translation.model", "clo_recipes.translation.support:check_recipe"),),
+                  checks=(("translation.model", "clo_recipes.translation.coverage:check_recipe"),),
                   data=True, exports=("translated.jsonl", "eval_translated.jsonl", "dropped.jsonl")),
         StageSpec("pairs", "clo_recipes.stages.pairs", ("language", "model"), 1,
                   "build CLO quadruples and SFT sets",

@@ -9,29 +9,16 @@ finished, and a re-run finds the partial folder (and any checkpoints in it) to r
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from ..errors import CloError
+from ..files import read_json, write_json_atomic
 
 FP_CHARS = 12
 MANIFEST = "manifest.json"
 CLAIM = ".claim"  # holds the pid of the run writing the directory
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class RunStore:
@@ -49,7 +36,7 @@ class RunStore:
         return (self.stage_dir(stage_id, fingerprint) / MANIFEST).exists()
 
     def manifest(self, stage_id: str, fingerprint: str) -> dict:
-        return json.loads((self.stage_dir(stage_id, fingerprint) / MANIFEST).read_text(encoding="utf-8"))
+        return read_json(self.stage_dir(stage_id, fingerprint) / MANIFEST)
 
     def begin(self, stage_id: str, fingerprint: str) -> tuple[Path, bool]:
         """The work folder for a stage and whether it already existed (a resume)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from clo_recipes.errors import CloError
+from clo_recipes.files import write_json_atomic
 
 EXTRA_HINT = "pip install 'clo-recipes[eval]' to install lm-evaluation-harness"
 
@@ -88,9 +89,7 @@ def _harness_task_names() -> list[str]:
 
     names = sorted(TaskManager().all_tasks)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(names), encoding="utf-8")
-    os.replace(tmp, cache)
+    write_json_atomic(cache, names, indent=None)
     return names
 
 

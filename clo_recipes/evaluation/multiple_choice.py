@@ -15,13 +15,13 @@ questions), so English and target-language accuracy measure the same knowledge.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from clo_recipes.errors import StageError
+from clo_recipes.files import enumerate_records
 
 BUILTIN = "builtin"
 MC_SETS_DIR = Path(__file__).parent / "mc_sets"
@@ -46,27 +46,23 @@ class MCSet:
 def load_mc_file(path: Path) -> list[MCQuestion]:
     """Read and check an MC set; every problem names its line."""
     questions = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-                question = MCQuestion(
-                    id=str(row["id"]),
-                    question=str(row["question"]),
-                    choices=tuple(str(choice) for choice in row["choices"]),
-                    answer=int(row["answer"]),
-                )
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                raise StageError(
-                    f"{where}: not a multiple-choice question ({error})",
-                    hint='expected {"id": ..., "question": ..., "choices": [...], "answer": <0-based index>}',
-                ) from None
-            if len(question.choices) < 2 or not 0 <= question.answer < len(question.choices):
-                raise StageError(f"{where}: needs 2+ choices and 0 <= answer < {len(question.choices)}")
-            questions.append(question)
+    for number, row in enumerate_records(path):  # bad JSON / bytes: an error at the line
+        where = f"{path}:{number}"
+        try:
+            question = MCQuestion(
+                id=str(row["id"]),
+                question=str(row["question"]),
+                choices=tuple(str(choice) for choice in row["choices"]),
+                answer=int(row["answer"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise StageError(
+                f"{where}: not a multiple-choice question ({error})",
+                hint='expected {"id": ..., "question": ..., "choices": [...], "answer": <0-based index>}',
+            ) from None
+        if len(question.choices) < 2 or not 0 <= question.answer < len(question.choices):
+            raise StageError(f"{where}: needs 2+ choices and 0 <= answer < {len(question.choices)}")
+        questions.append(question)
     if not questions:
         raise StageError(f"{path}: the multiple-choice set is empty")
     return questions

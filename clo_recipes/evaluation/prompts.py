@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clo_recipes.engine.context import read_jsonl
+from clo_recipes.files import read_jsonl
 from clo_recipes.errors import StageError
 
 

@@ -64,7 +64,7 @@ class FinishedRun:
         raise CloError(f"{self.run_dir}: cannot tell which trained model to use from {self.trained_models}")
 
     def answers(self, label: str) -> list[dict]:
-        from clo_recipes.engine.context import read_jsonl
+        from clo_recipes.files import read_jsonl
 
         path = self.evaluations[label] / "answers.jsonl"
         return list(read_jsonl(path)) if path.is_file() else []

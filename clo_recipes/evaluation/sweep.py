@@ -9,7 +9,6 @@ aggregate over them: each (sample count, method) shows the mean over seeds and i
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,13 +99,6 @@ class Aggregate:
         if len(self.values) > 1:
             return min(self.values), max(self.values)
         return self.intervals[0]
-
-    @property
-    def std(self) -> float | None:
-        if len(self.values) < 2:
-            return None
-        mean = self.mean
-        return math.sqrt(sum((v - mean) ** 2 for v in self.values) / (len(self.values) - 1))
 
 
 def aggregate_seeds(points: list[SweepPoint], metric: str) -> list[Aggregate]:

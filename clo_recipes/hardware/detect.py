@@ -60,10 +60,6 @@ class MachineFacts:
         return len(self.gpus)
 
     @property
-    def gpu_names(self) -> list[str]:
-        return [gpu.name for gpu in self.gpus]
-
-    @property
     def gpu_memory_gb(self) -> float | None:
         """The smallest GPU's memory: with data parallelism every rank must fit."""
         return min((gpu.memory_gb for gpu in self.gpus), default=None)

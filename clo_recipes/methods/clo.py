@@ -1,4 +1,4 @@
-"""Cross-Lingual Optimization (Lee et al., ACL 2025), exactly as in PAPER.md.
+"""Cross-Lingual Optimization (Lee et al., ACL 2025), as docs/method.md describes it.
 
 Each sample (x_en, y_en, x_l, y_l) yields four answer log-probs, named query-answer:
 

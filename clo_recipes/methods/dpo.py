@@ -67,9 +67,3 @@ def sigmoid_preference(policy_chosen: torch.Tensor, policy_rejected: torch.Tenso
         chosen_logps=policy_chosen.detach(),
         rejected_logps=policy_rejected.detach(),
     )
-
-
-def concat_terms(parts: list[PreferenceTerms]) -> PreferenceTerms:
-    """Join the per-pair terms of several batches (for step-level metrics)."""
-    return PreferenceTerms(*(torch.cat([getattr(p, name).detach() for p in parts]) for name in
-                             ("losses", "chosen_rewards", "rejected_rewards", "chosen_logps", "rejected_logps")))

@@ -222,7 +222,3 @@ def _check_against_machine(recipe: Recipe, loaded: LoadedRecipe) -> None:
     problems = problems_from(lambda: check_batch(recipe), loaded.location(field))
     if problems:
         raise RecipeError(problems=problems)
-
-
-def resolved_location(resolved: Resolved, dotted: str) -> Location:
-    return resolved.source.location(tuple(dotted.split(".")))

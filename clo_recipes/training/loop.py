@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CloError, StageError
+from ..files import JsonlAppender, read_jsonl, write_jsonl
 from ..methods.dpo import average_metric_sums
 from ..methods.output import LossOutput
 from .batch import collate, forward_logps
@@ -209,9 +210,7 @@ class Trainer:
                                       progress=progress)
             progress.close()
             if self.main:
-                temporary = path.with_suffix(".tmp")
-                write_reference(temporary, self.examples, logps)
-                temporary.rename(path)
+                write_reference(path, self.examples, logps)  # atomic
             self.accelerator.wait_for_everyone()
         attach_reference(self.examples, path)
 
@@ -338,8 +337,8 @@ class Trainer:
     def _log(self, metrics: dict[str, Any], tracker_step: int) -> None:
         """A metrics.jsonl line; trackers count steps across phases (sft+dpo: DPO continues)."""
         if self.main:
-            with open(self.metrics_file, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(metrics) + "\n")
+            with JsonlAppender(self.metrics_file) as log:  # cuts a line torn by a kill first
+                log.write(metrics)
         if self.trackers:
             numbers = {f"{metrics['phase']}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
             self.accelerator.log(numbers, step=tracker_step)
@@ -351,11 +350,9 @@ class Trainer:
         keep = []
         if resume_from is not None:
             limit = (self.phases.index(resume_from.phase), resume_from.step)
-            for line in self.metrics_file.read_text(encoding="utf-8").splitlines():
-                row = json.loads(line)
-                if (self.phases.index(row["phase"]), row["step"]) <= limit:
-                    keep.append(line)
-        self.metrics_file.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+            keep = [row for row in read_jsonl(self.metrics_file, torn_tail_ok=True)
+                    if (self.phases.index(row["phase"]), row["step"]) <= limit]
+        write_jsonl(self.metrics_file, keep)
 
     # ---- the whole run -----------------------------------------------------------------
 
@@ -396,8 +393,7 @@ class Trainer:
             "first_step_samples_per_process": self.first_step_shards,  # disjoint: each rank its own shard
             "model_dir": model_dir.name,
         }
-        rows = [json.loads(line) for line in self.metrics_file.read_text(encoding="utf-8").splitlines()] \
-            if self.metrics_file.exists() else []
+        rows = list(read_jsonl(self.metrics_file)) if self.metrics_file.exists() else []
         for phase in self.phases:
             logged = [row for row in rows if row["phase"] == phase]
             if not logged:

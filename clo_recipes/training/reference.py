@@ -12,13 +12,13 @@ tokenization so a changed tokenizer or chat template cannot silently pair wrong 
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
 from ..engine.stages import REFERENCE_FILE  # noqa: F401  (the stage table names the file; stages import it here)
 from ..errors import CloError
+from ..files import read_jsonl, write_jsonl
 from .batch import collate, forward_logps
 from .data import Example
 
@@ -97,24 +97,17 @@ def compute_reference(model: Any, examples: list[Example], names: tuple[str, ...
 
 
 def write_reference(path: Path, examples: list[Example], logps: dict[str, dict[str, float]]) -> int:
-    with open(path, "w", encoding="utf-8") as handle:
-        for example in examples:
-            row = {"id": example.id, "logps": logps[example.id],
-                   "tokens": {name: seq.answer_length for name, seq in example.sequences.items()}}
-            handle.write(json.dumps(row) + "\n")
-    return len(examples)
+    """Atomic: a crash or a full disk never leaves a partial file under this name."""
+    return write_jsonl(path, ({"id": example.id, "logps": logps[example.id],
+                               "tokens": {name: seq.answer_length for name, seq in example.sequences.items()}}
+                              for example in examples))
 
 
 def attach_reference(examples: list[Example], path: Path) -> None:
     """Fill `example.reference` from a stored file; every example must be there, token counts equal."""
     if not path.is_file():
         raise CloError(f"reference log-probs not found: {path}", hint="re-run the reference stage")
-    stored = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                stored[row["id"]] = row
+    stored = {row["id"]: row for row in read_jsonl(path)}
     for example in examples:
         row = stored.get(example.id)
         if row is None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 from clo_recipes.errors import CloError
+from clo_recipes.recipe.backends import BACKENDS
 
 from .base import Translator
 from .memory import MemoryTranslator, read_jsonl_memory, read_tmx_memory
@@ -26,29 +28,43 @@ def few_shot_examples(section: Any, src: str, tgt: str) -> list[tuple[str, str]]
 
 
 def build_translator(section: Any, *, src: str, tgt: str) -> Translator:
-    """The translator for the recipe's `translation` section (languages as ISO 639-1)."""
-    if section.backend == "memory":
-        return MemoryTranslator(section.memory_file, section.max_segment_chars)
-    if section.backend == "hf":
-        from .hf_seq2seq import Seq2SeqTranslator
+    """The translator for the recipe's `translation` section (languages as ISO 639-1), built by
+    the function the backend registry (`recipe/backends.py`) names."""
+    if section.backend not in BACKENDS:
+        raise CloError(f"unknown translation.backend {section.backend!r}", hint=f"one of {', '.join(BACKENDS)}")
+    module, function = BACKENDS[section.backend].build.split(":")
+    return getattr(importlib.import_module(module), function)(section, src=src, tgt=tgt)
 
-        return Seq2SeqTranslator(section.model, revision=section.revision, batch_size=section.batch_size,
-                                 max_new_tokens=section.max_new_tokens, num_beams=section.num_beams)
-    if section.backend == "local":
-        from .local_mt import LocalMTTranslator
 
-        return LocalMTTranslator(section.model, batch_size=section.batch_size, threads=section.concurrency)
-    examples = few_shot_examples(section, src, tgt)
-    if section.backend == "hf-causal":
-        from .hf_causal import CausalTranslator
+# Builders named by the registry; backend modules (and torch) are imported only when chosen.
+def build_memory(section: Any, *, src: str, tgt: str) -> Translator:
+    return MemoryTranslator(section.memory_file, section.max_segment_chars)
 
-        return CausalTranslator(section.model, revision=section.revision, batch_size=section.batch_size,
-                                max_new_tokens=section.max_new_tokens, examples=examples)
-    if section.backend == "openai":
-        from .openai_compat import OpenAITranslator
 
-        return OpenAITranslator(section.endpoint, section.model, api_key_env=section.api_key_env,
-                                concurrency=section.concurrency, timeout_s=section.timeout_s,
-                                max_retries=section.max_retries, max_tokens=section.max_new_tokens,
-                                batch_size=section.batch_size, examples=examples)
-    raise CloError(f"unknown translation.backend {section.backend!r}")
+def build_seq2seq(section: Any, *, src: str, tgt: str) -> Translator:
+    from .hf_seq2seq import Seq2SeqTranslator
+
+    return Seq2SeqTranslator(section.model, revision=section.revision, batch_size=section.batch_size,
+                             max_new_tokens=section.max_new_tokens, num_beams=section.num_beams)
+
+
+def build_local(section: Any, *, src: str, tgt: str) -> Translator:
+    from .local_mt import LocalMTTranslator
+
+    return LocalMTTranslator(section.model, batch_size=section.batch_size, threads=section.concurrency)
+
+
+def build_causal(section: Any, *, src: str, tgt: str) -> Translator:
+    from .hf_causal import CausalTranslator
+
+    return CausalTranslator(section.model, revision=section.revision, batch_size=section.batch_size,
+                            max_new_tokens=section.max_new_tokens, examples=few_shot_examples(section, src, tgt))
+
+
+def build_openai(section: Any, *, src: str, tgt: str) -> Translator:
+    from .openai_compat import OpenAITranslator
+
+    return OpenAITranslator(section.endpoint, section.model, api_key_env=section.api_key_env,
+                            concurrency=section.concurrency, timeout_s=section.timeout_s,
+                            max_retries=section.max_retries, max_tokens=section.max_new_tokens,
+                            batch_size=section.batch_size, examples=few_shot_examples(section, src, tgt))

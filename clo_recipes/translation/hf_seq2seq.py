@@ -24,7 +24,7 @@ from clo_recipes.recipe.languages import Language, get_language
 
 from .base import Translator, load_hf_translator, local_revision
 from .cache import TranslatorIdentity
-from .support import detect_family, family_code
+from .coverage import detect_family, family_code
 
 MAX_INPUT_TOKENS = 1024
 LENGTH_CAP = (3.0, 16)  # new tokens <= a * longest input + b

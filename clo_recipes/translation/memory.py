@@ -9,11 +9,11 @@ need no entry). A text found neither way is an error listing how many are missin
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from clo_recipes.errors import CloError
+from clo_recipes.files import enumerate_records
 from clo_recipes.recipe.languages import UnknownLanguage, get_language
 
 from .base import Translator
@@ -32,19 +32,12 @@ def _code(tag: str) -> str | None:
 
 def read_jsonl_memory(path: Path, src: str, tgt: str) -> dict[str, str]:
     entries: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CloError(f"translation memory {path.name} line {number}: not valid JSON ({error.msg})") from None
-            for code in (src, tgt):
-                if not isinstance(record.get(code), str):
-                    raise CloError(f"translation memory {path.name} line {number}: missing text field {code!r}",
-                                   hint=f'each line is {{"{src}": "...", "{tgt}": "..."}}')
-            entries[record[src]] = record[tgt]
+    for number, record in enumerate_records(path):
+        for code in (src, tgt):
+            if not isinstance(record.get(code), str):
+                raise CloError(f"translation memory {path.name} line {number}: missing text field {code!r}",
+                               hint=f'each line is {{"{src}": "...", "{tgt}": "..."}}')
+        entries[record[src]] = record[tgt]
     return entries
 
 

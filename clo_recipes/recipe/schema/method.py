@@ -1,4 +1,4 @@
-"""`method:` the training objective (PAPER.md gives every default)."""
+"""`method:` the training objective (docs/method.md says where each default comes from)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`train:` optimisation hyperparameters (PAPER.md: close stand-ins from the same lab)."""
+"""`train:` optimisation hyperparameters (docs/method.md: stand-ins close to the paper group's settings)."""
 
 from __future__ import annotations
 

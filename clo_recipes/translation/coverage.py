@@ -1,5 +1,6 @@
-"""Can this translator produce the recipe's language? Answered at plan time (the stage
-table names `check_recipe` as the translate stage's check).
+"""Language coverage: can this translator produce the recipe's language? Answered at plan time
+(the stage table names `check_recipe` as the translate stage's check; the backend registry,
+`recipe/backends.py`, names each backend's check).
 
 The `local` backend's engines say which pairs they ship in their package files (`local_mt`).
 
@@ -11,12 +12,15 @@ the check and the backend (`hf_seq2seq`) agree by construction.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from clo_recipes.errors import CloError
+from clo_recipes.files import enumerate_records
+from clo_recipes.recipe.backends import BACKENDS
 from clo_recipes.recipe.languages import Language, UnknownLanguage, all_languages, get_language
 
 Family = Literal["m2m100", "nllb", "madlad", "opus-mt"]
@@ -131,7 +135,7 @@ def _check_hf(translation: Any, language: Language) -> None:
         )
 
 
-def _check_memory(translation: Any, language: Language) -> None:
+def check_memory(translation: Any, language: Language) -> None:
     """A JSONL translation memory must carry the target language (first record checked).
 
     A file that is not there yet (written by an earlier step of the user's pipeline) is the
@@ -139,14 +143,10 @@ def _check_memory(translation: Any, language: Language) -> None:
     path = Path(translation.memory_file)
     if not path.is_file() or path.suffix.lower() != ".jsonl":
         return
-    with open(path, encoding="utf-8") as handle:
-        first = next((line for line in handle if line.strip()), None)
+    first = next(enumerate_records(path), None)  # bad JSON / bytes: an error naming the line
     if first is None:
         raise CloError(f"translation memory {path} is empty")
-    try:
-        record = json.loads(first)
-    except ValueError as error:
-        raise CloError(f"translation memory {path} line 1 is not JSON: {error}") from None
+    record = first[1]
     if language.iso1 not in record:
         codes = [key for key in record if key != "en"]
         raise CloError(
@@ -157,7 +157,7 @@ def _check_memory(translation: Any, language: Language) -> None:
         )
 
 
-def _check_local(translation: Any, language: Language) -> None:
+def check_local(translation: Any, language: Language) -> None:
     """The engine is installed and has en->target (and target->en for the round trip)."""
     from .local_mt import check_pair, get_engine  # file reads only: the engine is not loaded
 
@@ -176,19 +176,22 @@ def _check_round_trip_hf(translation: Any) -> None:
         )
 
 
+def check_seq2seq(translation: Any, language: Language) -> None:
+    _check_hf(translation, language)
+    _check_round_trip_hf(translation)
+
+
 def check_language_support(translation: Any, language: Language | str) -> None:
     """Raise CloError when `translation` (the recipe's section) cannot produce `language`
-    (nor, with `round_trip`, translate it back into English)."""
+    (nor, with `round_trip`, translate it back into English): the check the backend registry
+    names. hf-causal and openai have none: an LLM can be asked for any language, and fidelity
+    is measured later."""
     if isinstance(language, str):
         language = get_language(language)
-    if translation.backend == "hf":
-        _check_hf(translation, language)
-        _check_round_trip_hf(translation)
-    elif translation.backend == "local":
-        _check_local(translation, language)
-    elif translation.backend == "memory":
-        _check_memory(translation, language)
-    # hf-causal and openai: an LLM can be asked for any language; fidelity is measured later.
+    check = BACKENDS[translation.backend].check
+    if check is not None:
+        module, function = check.split(":")
+        getattr(importlib.import_module(module), function)(translation, language)
 
 
 def check_recipe(recipe: Any) -> None:
