@@ -51,8 +51,10 @@ SPECS: dict[str, StageSpec] = {
                   checks=(("eval.lm_eval_tasks", "clo_recipes.evaluation.lm_eval_bridge:check_recipe"),)),
         StageSpec("judge", "clo_recipes.stages.judge", ("language", "eval.judge"), 1,
                   "pairwise LLM-judge win rates"),
-        StageSpec("report", "clo_recipes.stages.report", ("name", "language", "method", "eval"), 1,
-                  "report.json, report.md and plots"),
+        # model/data/translation/adapter/train: the key settings report.html shows
+        StageSpec("report", "clo_recipes.stages.report",
+                  ("name", "language", "method", "eval", "model", "data", "translation", "adapter", "train"), 2,
+                  "report.json, report.md, report.html and plots"),
     )
 }
 
