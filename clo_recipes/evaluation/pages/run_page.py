@@ -23,7 +23,8 @@ def headline_columns(report: dict, rows: dict[str, dict]) -> list[tuple[str, str
     """(key, header, lower is better) of every metric some model has, target language first."""
     langs = [report["language"], "en"]
     columns = []
-    for prefix, header in (("fidelity", "fidelity"), ("mc", "MC acc"), ("nll", "NLL"), ("win", "judge win")):
+    for prefix, header in (("fidelity", "fidelity"), ("mc", "MC acc"), ("mc_norm", "MC acc_norm"), ("nll", "NLL"),
+                           ("win", "judge win")):
         for lang in langs:
             if any(f"{prefix}_{lang}" in row for row in rows.values()):
                 columns.append((f"{prefix}_{lang}", f"{header} {lang}", prefix == "nll"))
@@ -39,7 +40,7 @@ def _headline(report: dict) -> list[str]:
         return out + ['<p class="empty">No suite produced a number (see Skipped).</p>']
     out.append(metric_table(list(rows), columns, lambda row, key: rows[row].get(key), table_id="headline-table"))
     out.append('<p class="note">fidelity: % of answers in the prompt\'s language [Wilson interval]; MC acc: '
-               'log-likelihood multiple-choice accuracy, %; NLL: nats per token of the held-out reference answers '
+               'log-likelihood multiple-choice accuracy, % (acc_norm: length-normalised); NLL: nats per token of the held-out reference answers '
                '[bootstrap interval], lower is better; judge win: % against '
                f'{esc((report.get("judge") or {}).get("baseline", "the baseline"))}, ties count half.</p>')
     langs = [report["language"], "en"]

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 STYLE = """
 :root{--fg:#1b1f24;--muted:#57606a;--line:#d0d7de;--bg:#fff;--soft:#f6f8fa;--bad:#b3261e;--badbg:#fdecea;
 --good:#1a7f37;--best:#fff5c2}
-*{box-sizing:border-box}
+*{box-sizing:border-box}[hidden]{display:none!important}
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg);
 margin:0 auto;padding:1rem;max-width:72rem}
 h1{font-size:1.5rem;margin:.2rem 0 .4rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid var(--line)}
