@@ -149,6 +149,65 @@ def test_training_curves_translation_and_judge_sections(tiny_run, judged_run):
     assert "## Setup" in md and "## Training" in md  # the same document renders both pages
 
 
+@pytest.fixture(scope="module")
+def compared(tiny_run, judged_run, tmp_path_factory) -> Path:
+    """`clo-recipe compare` of both runs with its page written elsewhere via --html."""
+    out = tmp_path_factory.mktemp("compare")
+    done = subprocess.run([sys.executable, "-m", "clo_recipes", "compare", str(tiny_run.parent), str(judged_run.parent),
+                           "--out", str(out / "tables"), "--html", str(out / "pages" / "compare.html")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out
+
+
+def test_compare_page_shows_compare_json_and_links_each_run(compared, tiny_run, judged_run):
+    page = (compared / "pages" / "compare.html").read_text(encoding="utf-8")
+    document = json.loads((compared / "tables" / "compare.json").read_text(encoding="utf-8"))
+    shown = {(row, key): text for row, key, text in re.findall(
+        r'data-row="([^"]+)" data-key="([^"]+)" data-value="[^"]*"><span class="v">([^<]*)</span>', page)}
+    expected = {(entry["row"], f"{entry['language']}|{metric}"): fmt_value(stats)[0]
+                for entry in document["entries"] for metric, stats in entry["metrics"].items()}
+    assert {cell: text for cell, text in shown.items() if text != "–"} == expected and len(expected) >= 20
+    links = re.findall(r'<a href="([^"#]+)">', page)
+    assert sorted((compared / "pages" / link).resolve() for link in links) == sorted(
+        [(tiny_run / "report.html").resolve(), (judged_run / "report.html").resolve()])
+
+
+def test_sweep_page_reads_clo_at_n_against_sft_at_2n_and_links_each_point(tmp_path):
+    from test_eval_reports import run_stage, write_evaluation
+
+    from clo_recipes.engine.store import RunStore
+    from clo_recipes.evaluation.sweep import parse_grid, run_sweep, write_sweep
+    from clo_recipes.stages import report as report_stage
+
+    spanish = {("clo", "2"): 2, ("clo", "4"): 3, ("sft", "2"): 0, ("sft", "4"): 1}  # of 4 Spanish prompts
+
+    def runner(path, overrides, console=None):  # each point a real evaluate + report folder
+        values = dict(item.split("=", 1) for item in overrides)
+        method, name = values["method.name"], values["name"]
+        root = tmp_path / "points" / name
+        run_dir = root / "runs" / name
+        evaluations = {f"evaluate-{method}": write_evaluation(RunStore(run_dir), method,
+                                                              spanish[(method, values["data.samples"])])}
+        run_stage(report_stage, {"name": name, "method": {"name": method, "baselines": []},
+                                 "eval": {"suites": ["fidelity"]}}, "report", root, evaluations)
+        return type("RunResult", (), {"run_dir": run_dir, "ok": True, "outcomes": []})()
+
+    axes = parse_grid(["method.name=clo,sft", "data.samples=2,4"])
+    points = run_sweep(tmp_path / "recipe.yaml", axes, base_name="es", runner=runner)
+    written = write_sweep(points, axes, "fidelity", tmp_path / "sweep", title="es: fidelity against samples")
+    page = written[-1].read_text(encoding="utf-8")
+    assert written[-1].name == "sweep.html" and page.count('<figure class="plot">') == 1
+    # clo at 2 samples: 2/4 Spanish answers = 50.0; sft at 4: 1/4 = 25.0; the same row as sweep.md's
+    assert "<td data-label=\"clo n\">2</td><td data-label=\"clo\">50.0 [15.0–85.0]</td>" in page
+    assert "clo matches or beats (spreads overlap)" in page
+    assert "| 2 | 50.0 [15.0–85.0] | 4 | 25.0 [4.6–69.9] | clo matches or beats (spreads overlap) |" in \
+        written[1].read_text(encoding="utf-8")
+    links = re.findall(r'<a href="([^"#]+)">([^<]+)</a>', page)
+    assert [name for _, name in links] == [point.name for point in points]
+    assert all((written[-1].parent / link).is_file() for link, _ in links)
+
+
 # ----------------------------------------------------------------------------- in a browser
 def _browser_path() -> str:
     found = os.environ.get("CLO_CHROMIUM") or next(
@@ -223,6 +282,17 @@ def test_answer_filter_hides_and_shows_rows(browser, judged_run):
     page.uncheck("#filter-disagree")
     assert len(visible()) == 8
     assert page.errors == [] and len(page.requests) == 1
+    page.close()
+
+
+def test_compare_page_in_the_browser(browser, compared):
+    page = open_page(browser, compared / "pages" / "compare.html")
+    plots = page.query_selector_all("figure.plot svg")
+    assert plots and all(plot.bounding_box()["width"] > 100 for plot in plots)
+    assert page.errors == [] and page.requests == [(compared / "pages" / "compare.html").as_uri()]
+    with page.expect_navigation():
+        page.click('a:has-text("tiny-demo")')  # a run's link opens its own page
+    assert page.url.endswith("/report.html") and "tiny-demo" in page.title()
     page.close()
 
 
