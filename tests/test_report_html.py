@@ -95,6 +95,51 @@ def expected_cells(report: dict) -> dict[tuple[str, str], str]:
             for key, stats in row.items() if stats.get("value") is not None}
 
 
+# ----------------------------------------------------------------------------- the document's parts
+def test_training_curves_count_steps_across_phases_and_thin_long_runs():
+    from clo_recipes.evaluation.report_data import MAX_CURVE_POINTS, training_curves
+
+    rows = [{"phase": "sft", "step": 1, "loss": 2.0, "learning_rate": 1e-5, "seconds": 0.3},
+            {"phase": "sft", "step": 2, "loss": 1.5, "learning_rate": 5e-6},
+            {"phase": "dpo", "step": 1, "loss": 0.69, "reward_margin": 0.0},
+            {"phase": "dpo", "step": 2, "loss": 0.6, "reward_margin": 0.25}]
+    curves = training_curves(rows, {"l_l": -10.0})
+    assert curves["steps"] == [1, 2, 3, 4]  # dpo continues after sft's 2 steps
+    assert curves["phases"] == [{"phase": "sft", "start": 1}, {"phase": "dpo", "start": 3}]
+    assert curves["metrics"]["reward_margin"] == [None, None, 0.0, 0.25]
+    assert "seconds" not in curves["metrics"] and curves["reference"] == {"l_l": -10.0}
+    long = training_curves([{"phase": "clo", "step": i, "loss": 1.0 / i} for i in range(1, 1002)])
+    # every 3rd of 1001 steps (334 points) and the last: 335 <= the cap, first and last kept
+    assert len(long["steps"]) == 335 <= MAX_CURVE_POINTS and long["steps"][0] == 1 and long["steps"][-1] == 1001
+
+
+def test_answer_rows_mark_wrong_languages_and_disagreement():
+    from clo_recipes.evaluation.report_data import answer_rows
+
+    def answer(pid, lang, answer_lang):
+        return {"id": pid, "lang": lang, "prompt": f"q {pid}", "answer": "a", "answer_lang": answer_lang}
+
+    rows = answer_rows({"base": [answer("p1", "en", "en"), answer("p1", "pt", "en")],
+                        "clo": [answer("p1", "en", "en"), answer("p1", "pt", "pt")]}, "pt")
+    assert [(r["lang"], r["disagree"], r["wrong"]) for r in rows] == [("pt", True, ["base"]), ("en", False, [])]
+
+
+def test_translation_samples_worst_first_with_the_dropped_and_why():
+    from clo_recipes.evaluation.report_data import translation_samples
+
+    kept = [{"id": "a", "round_trip_chrf": {"prompt": 80.0, "response": 60.0}},
+            {"id": "b", "round_trip_chrf": {"prompt": 40.0, "response": None}},
+            {"id": "c"}]  # not scored (no round trip)
+    dropped = [{"id": "d", "reason": "round_trip", "detail": "chrF 20 < 30",
+                "round_trip_chrf": {"prompt": 20.0, "response": 90.0}},
+               {"id": "e", "reason": "language", "detail": "detected en"}]
+    samples = translation_samples(kept, dropped)
+    assert samples["chrf_kept"] == [40.0, 60.0] and samples["chrf_dropped"] == [20.0]
+    assert [(w["id"], w["chrf"]) for w in samples["worst"]] == [("b", 40.0), ("a", 60.0)]
+    assert [(d["id"], d["reason"]) for d in samples["dropped"]] == [("d", "round_trip"), ("e", "language")]
+    assert samples["dropped_total"] == 2
+
+
 # ----------------------------------------------------------------------------- as text
 def test_page_is_self_contained_and_small(tiny_run):
     _, page = _page(tiny_run)
@@ -319,6 +364,9 @@ def screenshot(html: Path, out: Path, width: int = 1000, height: int = 1300) -> 
         page.goto(html.resolve().as_uri())
         page.screenshot(path=str(out))
         launched.close()
+    from PIL import Image  # matplotlib's dependency: a 64-colour palette keeps the PNG small
+
+    Image.open(out).convert("RGB").quantize(colors=64).save(out, optimize=True)
 
 
 if __name__ == "__main__":

@@ -132,8 +132,9 @@ def _answer_cell(label: str, answer: dict | None, prompt_lang: str) -> str:
     tag = f"⚠ wrong language: {lang}" if wrong else f"{lang} ✓"
     text = answer["text"].strip()
     body = esc(text) if text else '<span class="empty">(empty answer)</span>'
+    spoken = f' lang="{esc(lang)}"' if lang != "unknown" else ""  # screen readers pick the right voice
     return (f'<td data-label="{esc(label)}"{" class=wrong" if wrong else ""}><span class="lang">{esc(tag)}</span>'
-            f'<div class="answer">{body}</div></td>')
+            f'<div class="answer"{spoken}>{body}</div></td>')
 
 
 def _answers(report: dict) -> list[str]:
@@ -159,7 +160,8 @@ def _answers(report: dict) -> list[str]:
     body = []
     for row in rows:
         prompt = (f'<th scope="row" data-label="prompt"><span class="lang">{esc(row["lang"])}</span> '
-                  f'<span class="n">{esc(row["id"])}</span><div class="answer">{esc(row["prompt"])}</div></th>')
+                  f'<span class="n">{esc(row["id"])}</span><div class="answer" lang="{esc(row["lang"])}">'
+                  f'{esc(row["prompt"])}</div></th>')
         cells = "".join(_answer_cell(label, row["answers"].get(label), row["lang"]) for label in labels)
         body.append(f'<tr data-lang="{esc(row["lang"])}" data-disagree="{int(row["disagree"])}" '
                     f'data-wrong="{int(bool(row["wrong"]))}">{prompt}{cells}</tr>')
