@@ -163,6 +163,7 @@ def histogram(path: Path | None, *, title: str, groups: dict[str, Sequence[float
         axes.axvline(threshold, color="black", linestyle="--", linewidth=0.9, label=f"threshold {threshold:g}")
     axes.set_xlabel(xlabel)
     axes.set_ylabel("samples")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3, axis="y")
     axes.legend(fontsize=8)

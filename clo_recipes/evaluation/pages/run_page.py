@@ -129,7 +129,8 @@ def _answer_cell(label: str, answer: dict | None, prompt_lang: str) -> str:
         return f'<td data-label="{esc(label)}" class="empty">not evaluated</td>'
     lang = answer["lang"]
     wrong = lang != prompt_lang
-    tag = f"⚠ wrong language: {lang}" if wrong else f"{lang} ✓"
+    tag = (f"⚠ wrong language: {lang}" if lang != "unknown" else "⚠ wrong language: none detected") if wrong \
+        else f"{lang} ✓"
     text = answer["text"].strip()
     body = esc(text) if text else '<span class="empty">(empty answer)</span>'
     spoken = f' lang="{esc(lang)}"' if lang != "unknown" else ""  # screen readers pick the right voice
@@ -170,6 +171,12 @@ def _answers(report: dict) -> list[str]:
     return out
 
 
+def _pair(row: dict, suffix: str) -> str:
+    """A sample's query and answer (English, or translated with suffix `_l`), one line each."""
+    return (f'<div class="answer">Q: {esc(row.get("prompt" + suffix, ""))}\n'
+            f'A: {esc(row.get("response" + suffix, ""))}</div>')
+
+
 def _translation(report: dict) -> list[str]:
     translation = report.get("translation")
     samples = report.get("translation_samples") or {}
@@ -197,15 +204,14 @@ def _translation(report: dict) -> list[str]:
     if samples.get("worst"):
         out += ["<h3>Lowest round-trip chrF first</h3>", simple_table(
             ["chrF", "id", "English source", "translation"],
-            [[f"{row['chrf']:.1f}", row["id"], f"{row.get('prompt', '')}\n→ {row.get('response', '')}",
-              f"{row.get('prompt_l', '')}\n→ {row.get('response_l', '')}"] for row in samples["worst"]], stack=True)]
+            [[f"{row['chrf']:.1f}", esc(row["id"]), _pair(row, ""), _pair(row, "_l")] for row in samples["worst"]],
+            stack=True, raw=(2, 3))]
     if samples.get("dropped"):
         total = samples.get("dropped_total", len(samples["dropped"]))
         out += [f"<h3>Dropped samples ({len(samples['dropped'])} of {total} shown)</h3>", simple_table(
             ["id", "filter", "why", "English source", "translation"],
             [[row["id"], f"{row.get('reason', '')} ({row.get('field', '')})", row.get("detail", ""),
-              f"{row.get('prompt', '')}\n→ {row.get('response', '')}",
-              f"{row.get('prompt_l', '')}\n→ {row.get('response_l', '')}"] for row in samples["dropped"]], stack=True)]
+              _pair(row, ""), _pair(row, "_l")] for row in samples["dropped"]], stack=True, raw=(3, 4))]
     return out
 
 
