@@ -324,6 +324,9 @@ def test_answer_filter_hides_and_shows_rows(browser, judged_run):
     # base answers every Spanish prompt in English, clo in Spanish: all 4 Spanish prompts disagree
     assert visible() == ["es"] * 4 == ["es" for row in report["answers"] if row["disagree"]]
     assert page.inner_text("#filter-count") == "4 of 8 prompts shown"
+    page.emulate_media(media="print")  # printed, the filtered-out rows come back and the controls go
+    assert len(visible()) == 8 and not page.is_visible("#answer-filters")
+    page.emulate_media(media="screen")
     page.uncheck("#filter-disagree")
     assert len(visible()) == 8
     assert page.errors == [] and len(page.requests) == 1

@@ -255,6 +255,7 @@ def provenance(report: dict) -> str:
                        if key in settings)
     return (f"Model <code>{esc(model)}</code>; data <code>{esc(data)}</code>" + (f" ({esc(counts)})" if counts else "")
             + (f"; translated by {esc(settings.get('translation.backend'))}" if settings.get("translation.backend") else "")
+            + (f" ({esc(settings['translation.model'])})" if settings.get("translation.model") else "")
             + ".")
 
 
