@@ -11,11 +11,17 @@ from clo_recipes.engine.context import StageContext, read_jsonl
 from clo_recipes.engine.store import FP_CHARS, MANIFEST
 
 
+def _manifest(folder: Path) -> dict:
+    """A stage folder's manifest; {} for a folder without one (hand-made inputs in tests)."""
+    path = folder / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def upstream(folder: Path, kind: str) -> Path | None:
     """The finished folder of the stage `folder`'s manifest names as its `kind` input (e.g. an
     evaluate stage's train stage): the train and reference stages are not the report's own
     inputs, they are reached through the evaluations that used them."""
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    manifest = _manifest(folder)
     for stage_id, fingerprint in manifest.get("inputs", {}).items():
         found = folder.parent / f"{stage_id}-{fingerprint[:FP_CHARS]}"
         if stage_id.split("-", 1)[0] == kind and (found / MANIFEST).is_file():
@@ -64,7 +70,7 @@ def run(ctx: StageContext) -> dict:
             metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
             evaluations[metrics["model"]] = metrics
             evaluate_dirs[metrics["model"]] = folder
-            versions = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("versions") or versions
+            versions = _manifest(folder).get("versions") or versions
             if (folder / "answers.jsonl").is_file():
                 answers[metrics["model"]] = list(read_jsonl(folder / "answers.jsonl"))
         elif kind == "judge":
