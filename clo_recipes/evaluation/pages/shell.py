@@ -82,9 +82,9 @@ def fmt_value(stats: dict | None, with_interval: bool = True) -> tuple[str, str]
     return text, " ".join(detail)
 
 
-def best_rows(values: dict[str, float | None], lower_is_better: bool, digits: int = 4) -> set[str]:
-    """Rows holding the best value of a column, compared at the shown precision (`digits`
-    decimals of the stored value), so equal-looking numbers are marked alike; none when all
+def best_rows(values: dict[str, float | None], lower_is_better: bool, digits: int = 3) -> set[str]:
+    """Rows holding the best value of a column, compared at the shown precision (3 decimals:
+    NLL as shown, shares to 0.1%), so equal-looking numbers are marked alike; none when all
     are equal (a mark on every row says nothing)."""
     present = {row: round(value, digits) for row, value in values.items() if value is not None}
     if len(set(present.values())) < 2:
@@ -94,20 +94,17 @@ def best_rows(values: dict[str, float | None], lower_is_better: bool, digits: in
 
 
 def metric_table(rows: list[str], columns: list[tuple[str, str, bool]], cell: Any, *,
-                 row_header: str = "model", row_links: dict[str, str] | None = None, table_id: str = "") -> str:
+                 row_header: str = "model", table_id: str = "") -> str:
     """A table of metric cells. `columns`: (key, header, lower is better); `cell(row, key)`
     returns the stats dict or None. The best value per column is highlighted and marked ★
     (colour is not the only signal); cells carry `data-row`/`data-key`/`data-value` so a test
     can read the numbers a reader sees."""
-    best = {key: best_rows({row: (cell(row, key) or {}).get("value") for row in rows}, lower,
-                           3)  # as shown: NLL to 3 decimals, shares to 0.1% (3 decimals of the share)
+    best = {key: best_rows({row: (cell(row, key) or {}).get("value") for row in rows}, lower)
             for key, _, lower in columns}
     head = "".join(f'<th scope="col">{esc(header)}{" ↓" if lower else ""}</th>' for _, header, lower in columns)
     body = []
     for row in rows:
         name = esc(row)
-        if row_links and row in row_links:
-            name = f'<a href="{esc(row_links[row])}">{name}</a>'
         cells = []
         for key, header, _ in columns:
             stats = cell(row, key)
