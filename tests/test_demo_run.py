@@ -100,6 +100,8 @@ def test_demo_trains_attention_only_and_reports_every_model(demo_run):
     assert report["translation"]["round_trip"]["count"] > 0
     markdown = (report_dir / "report.md").read_text()
     assert markdown.count("| base") >= 1 and "## Translation" in markdown
+    page = (report_dir / "report.html").read_text()  # the page the README shows (browser: test_report_html.py)
+    assert page.count('<figure class="plot">') == 5 and page.count("<tr data-lang=") == 4
 
 
 def test_demo_rerun_skips_every_finished_stage(demo_run):

@@ -212,8 +212,8 @@ def test_compare_table_plots_and_cross_run_win_rate(tmp_path, judge_server, monk
     assert "| clo (es-first) | 100.0 [51.0–100.0] | 100.0 [51.0–100.0] | 100.0 [51.0–100.0] |" in text
     written = write_comparison(comparison, tmp_path / "out")
     assert [p.name for p in written] == ["compare.json", "compare.md", "compare_fidelity.png",
-                                         "compare_win.png", "compare_xwin.png"]
-    for path in written[2:]:
+                                         "compare_win.png", "compare_xwin.png", "compare.html"]
+    for path in written[2:-1]:
         width, height = png_size(path)
         assert width >= 500 and height >= 400
     console = Console(record=True, width=400)
@@ -295,7 +295,7 @@ def test_sweep_table_and_data_efficiency_plot(tmp_path):
     assert header == ["method.name", "data.samples", "run", "fidelity", "n"]
     assert rows[1] == ["clo", "1600", "es-clo-1600", "100.0 [51.0–100.0]", "4"]
     written = write_sweep(points, axes, metric, tmp_path / "sweep", title="es: fidelity against samples")
-    assert [p.name for p in written] == ["sweep.json", "sweep.md", "data_efficiency.png"]
+    assert [p.name for p in written] == ["sweep.json", "sweep.md", "data_efficiency.png", "sweep.html"]
     width, height = png_size(written[2])
     assert width >= 600 and height >= 400
     document = json.loads(written[0].read_text())
@@ -312,7 +312,7 @@ def test_a_failed_sweep_point_is_reported_and_the_rest_still_plotted(tmp_path):
     header, rows = sweep_table_rows(points, "fidelity")
     assert rows[0][-2] == "failed: translation model not installed"
     written = write_sweep(points, parse_grid(["data.samples=800"]), "fidelity", tmp_path / "s", title="t")
-    assert [p.name for p in written] == ["sweep.json", "sweep.md"]  # nothing to plot
+    assert [p.name for p in written] == ["sweep.json", "sweep.md", "sweep.html"]  # nothing to plot
 
 
 def test_sweep_checks_every_grid_point_before_running_any(tmp_path):

@@ -126,7 +126,7 @@ def test_report_on_real_evaluations(tiny, tmp_path):
 
     ctx = make_context(_recipe(tiny, tmp_path, examples=1), "report", tmp_path, {"evaluate-base": base})
     outputs = report.run(ctx)
-    assert outputs["files"] == ["report.json", "report.md", "fidelity.png", "accuracy.png"]
+    assert outputs["files"] == ["report.json", "report.md", "report.html", "fidelity.png", "accuracy.png"]
     document = json.loads((ctx.work_dir / "report.json").read_text())
     assert document["models"]["base"]["suites"]["mc"]["by_language"]["en"]["n"] == 2
     assert document["examples"][0]["lang"] == "es"

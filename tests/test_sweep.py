@@ -135,7 +135,7 @@ def test_sweep_files_aggregate_seeds_with_one_plot_per_metric(swept, tmp_path):
     _, _, axes, points = swept
     written = write_sweep(points, axes, ["nll", "nll_en"], tmp_path / "out", title="tiny")
     assert [p.name for p in written] == ["sweep.json", "sweep.md", "data_efficiency_nll.png",
-                                         "data_efficiency_nll_en.png"]
+                                         "data_efficiency_nll_en.png", "sweep.html"]
     assert axis_keys(axes) == ("data.samples", "method.name")  # the seed is neither the x axis nor a line
     groups = aggregate_seeds(points, "nll")
     assert len(groups) == 4 and all(len(g.values) == 2 for g in groups)

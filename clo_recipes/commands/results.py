@@ -27,6 +27,8 @@ def compare(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Judge verdict cache (default: the shared cache)."),
     per_seed: bool = typer.Option(False, "--per-seed", help="One row per run, instead of one per configuration "
                                   "averaged over runs that differ only in train.seed / data.seed."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Where to write the self-contained HTML page "
+                                        "(default: <out>/compare.html); it links each run's report.html."),
 ) -> None:
     """One paper-style table across runs: model x language x metric (and win rates vs a baseline run)."""
     from rich.console import Console
@@ -60,7 +62,7 @@ def compare(
             except JudgeUnavailable as error:
                 comparison.notes.append(f"win rates vs the baseline run skipped: {error}")
     console.print(rich_table(comparison))
-    written = write_comparison(comparison, out)
+    written = write_comparison(comparison, out, runs, html)
     console.print("Wrote " + ", ".join(str(path) for path in written))
 
 

@@ -76,8 +76,11 @@ SPECS: dict[str, StageSpec] = {
                   exports=("metrics.json", "answers.jsonl")),
         StageSpec("judge", "clo_recipes.stages.judge", ("language", "eval.judge"), 1,
                   "pairwise LLM-judge win rates", exports=("judgments.jsonl",)),
-        StageSpec("report", "clo_recipes.stages.report", ("name", "language", "method", "eval"), 1,
-                  "report.json, report.md and plots", exports=("report.json", "report.md")),
+        # model/data/translation/adapter/train: the key settings report.html shows
+        StageSpec("report", "clo_recipes.stages.report",
+                  ("name", "language", "method", "eval", "model", "data", "translation", "adapter", "train"), 2,
+                  "report.json, report.md, report.html and plots",
+                  exports=("report.json", "report.md", "report.html")),
     )
 }
 

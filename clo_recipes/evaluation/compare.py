@@ -230,8 +230,10 @@ def markdown(comparison: Comparison) -> str:
     return "\n".join(["# Comparison", "", *lines, "", *[f"- {note}" for note in comparison.notes]]).rstrip() + "\n"
 
 
-def write_comparison(comparison: Comparison, folder: Path) -> list[Path]:
-    """compare.json, compare.md and one grouped bar chart per metric family present."""
+def write_comparison(comparison: Comparison, folder: Path, runs: list[FinishedRun] = (),
+                     html: Path | None = None) -> list[Path]:
+    """compare.json, compare.md, one grouped bar chart per metric family present, and the
+    self-contained page (`html`, default `<folder>/compare.html`) linking each run's page."""
     from .plots import grouped_bars
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -260,4 +262,10 @@ def write_comparison(comparison: Comparison, folder: Path) -> list[Path]:
         written.append(grouped_bars(folder / f"compare_{metric}.png", title=titles[metric], groups=comparison.languages,
                                     series=series, ylabel=ylabel,
                                     reference=0.5 if metric in ("win", "xwin") else None))
-    return written
+
+    from .pages.across import render_compare_page
+
+    html = Path(html) if html else folder / "compare.html"
+    html.parent.mkdir(parents=True, exist_ok=True)
+    html.write_text(render_compare_page(comparison, list(runs), html.parent.resolve()), encoding="utf-8")
+    return [*written, html]

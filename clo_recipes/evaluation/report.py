@@ -1,8 +1,10 @@
 """Assemble, render and plot a run's evaluation report.
 
-`report.json` keeps every metric per model and suite with its sample count; `headline()`
-flattens it to the few numbers tables and plots show; `render_markdown()` writes the tables
-and example answers side by side; `write_report()` writes all files at once.
+`report.json` keeps every metric per model and suite with its sample count, and (see
+`report_data.py`) every answer, the training curves, the translation's per-sample quality,
+settings and versions; `headline()` flattens it to the few numbers tables and plots show;
+`render_markdown()` writes the tables and example answers side by side, `pages/run_page.py`
+the self-contained report.html from the same document; `write_report()` writes all files.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ def pick_examples(answers: dict[str, list[dict]], target: str, count: int) -> li
 
 def build_report(*, name: str, language: str, method: str, baselines: list[str],
                  evaluations: dict[str, dict], judge: dict | None, examples: list[dict],
-                 judge_settings: dict | None = None, translation: dict | None = None) -> dict:
+                 judge_settings: dict | None = None, translation: dict | None = None, **extras: Any) -> dict:
     """The report document. `evaluations` maps model label -> its evaluate `metrics.json`;
-    `translation` is the translate stage's outputs (counts, drops, round-trip chrF)."""
+    `translation` is the translate stage's outputs (counts, drops, round-trip chrF); `extras`
+    are the page's further parts (`answers`, `training`, `translation_samples`, `settings`,
+    `versions`, see `report_data.py`), kept only when present."""
     order = model_order(method, baselines, list(evaluations))
     skipped = [{"model": label, **entry} for label in order for entry in evaluations[label].get("skipped", [])]
     if judge is not None and judge.get("status") == "skipped":
@@ -64,6 +68,7 @@ def build_report(*, name: str, language: str, method: str, baselines: list[str],
         "translation": translation,
         "skipped": skipped,
         "examples": examples,
+        **{key: value for key, value in extras.items() if value},
     }
 
 
@@ -180,6 +185,13 @@ def render_markdown(report: dict) -> str:
 
     out += translation_section(report.get("translation"))
 
+    if report.get("training"):
+        out += ["## Training", "", "Loss at the first and last logged step (curves: report.html).", "",
+                _md_table(["model", "steps", "first loss", "last loss"],
+                          [[arm, str(len(curves["steps"])), *(f"{curves['metrics']['loss'][i]:.4f}"
+                                                              if curves["metrics"].get("loss") else "–" for i in (0, -1))]
+                           for arm, curves in report["training"].items() if curves["steps"]]), ""]
+
     if report["skipped"]:
         out += ["## Skipped", ""]
         out += [f"- **{entry['suite']}**" + (f" ({entry['model']})" if entry.get("model") else "")
@@ -193,6 +205,12 @@ def render_markdown(report: dict) -> str:
             answers = example["answers"]
             out += [_md_table([f"{label} ({answers[label]['lang']})" for label in answers],
                               [[_md_cell(answers[label]["text"]) for label in answers]]), ""]
+    if report.get("answers"):
+        out += [f"Every answer ({len(report['answers'])} prompts), side by side with its detected language: report.html.", ""]
+    if report.get("settings") or report.get("versions"):
+        out += ["## Setup", "", _md_table(["setting", "value"], [[key, str(value)] for key, value in
+                                                                  {**report.get("settings", {}),
+                                                                   **report.get("versions", {})}.items()]), ""]
     return "\n".join(out)
 
 
@@ -252,8 +270,11 @@ def write_plots(report: dict, folder: Path) -> list[Path]:
 
 
 def write_report(report: dict, folder: Path) -> list[Path]:
-    """report.json, report.md and the plots; returns the paths written."""
+    """report.json, report.md, report.html and the plots; returns the paths written."""
+    from .pages.run_page import render_run_page
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(render_markdown(report) + "\n", encoding="utf-8")
-    return [folder / "report.json", folder / "report.md", *write_plots(report, folder)]
+    (folder / "report.html").write_text(render_run_page(report), encoding="utf-8")
+    return [folder / "report.json", folder / "report.md", folder / "report.html", *write_plots(report, folder)]

@@ -193,8 +193,8 @@ def paper_reading(points: list[SweepPoint], metric: str, x_key: str, line_key: s
 
 def write_sweep(points: list[SweepPoint], axes: list[tuple[str, list[str]]], metrics: str | list[str], folder: Path,
                 title: str) -> list[Path]:
-    """sweep.json, sweep.md and one plot per metric (`data_efficiency.png` for a single metric,
-    `data_efficiency_<metric>.png` for several)."""
+    """sweep.json, sweep.md, sweep.html and one plot per metric (`data_efficiency.png` for a
+    single metric, `data_efficiency_<metric>.png` for several)."""
     from .plots import line_plot
 
     chosen = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -244,4 +244,10 @@ def write_sweep(points: list[SweepPoint], axes: list[tuple[str, list[str]]], met
                                  lines=lines, xlabel="training samples" if x_key == "data.samples" else x_key,
                                  ylabel=METRIC_LABELS.get(metric, metric),
                                  ylim=None if metric in LOWER_IS_BETTER else (0.0, 1.0)))
-    return written
+
+    # sweep.html: the same tables and plots on one self-contained page, each point linked to its run's page
+    from .pages.across import render_sweep_page
+
+    page = render_sweep_page(points, axes, chosen, title, document, folder.resolve())
+    (folder / "sweep.html").write_text(page, encoding="utf-8")
+    return [*written, folder / "sweep.html"]
