@@ -156,6 +156,12 @@ def test_the_image_installs_this_package_with_its_recipes_not_editable(image):
     install = re.search(r'pip install "?\.(\[[a-z,]+\])?"?(\s|$)', text)
     assert install, "the package itself is not pip-installed"
     assert "pip install -e" not in text
+    # dependencies keyed on pyproject.toml alone; the sources copied after them install --no-deps
+    steps_text = [f"{op} {args}" for op, args in steps]
+    deps = next(i for i, step in enumerate(steps_text) if "pip uninstall -y clo-recipes" in step)
+    sources = steps_text.index("COPY clo_recipes ./clo_recipes")
+    assert steps_text[deps - 1] == "COPY pyproject.toml ./" and deps < sources
+    assert steps_text[sources + 2] == "RUN pip install --no-deps ."
     extras = set(filter(None, (install.group(1) or "").strip("[]").split(",")))
     assert extras <= set(PYPROJECT["project"]["optional-dependencies"])
     assert extras == ({"gpu"} if image == "gpu" else set())
