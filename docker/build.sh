@@ -117,6 +117,6 @@ echo "== image sizes"
 for kind in cpu gpu; do
     if [ "$only" = "" ] || [ "$only" = "$kind" ]; then
         docker image inspect "$IMAGE:$kind" --format "$IMAGE:$kind {{.Size}}" \
-            | awk '{printf "%s  %.2f GB (%d bytes, uncompressed)\n", $1, $2 / 1e9, $2}'
+            | awk '{printf "%s  %.2f GB (%.0f bytes, uncompressed)\n", $1, $2 / 1e9, $2}'
     fi
 done
