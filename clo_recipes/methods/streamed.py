@@ -57,6 +57,10 @@ def logps_of_logits(logits: torch.Tensor, targets: torch.Tensor, transform: Logi
     return picked - torch.logsumexp(logits, dim=1)
 
 
+# Backward nodes that do not read their output: the logits can be overwritten in place.
+_OUTPUT_NOT_SAVED = {"ToCopyBackward0", "MmBackward0", "AddmmBackward0", "ViewBackward0", "UnsafeViewBackward0"}
+
+
 def _chunks(total: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, total)) for start in range(0, total, size)]
 
@@ -72,12 +76,17 @@ class _FrozenHeadLogps(torch.autograd.Function):
             piece, rows = hidden[start:end].detach().requires_grad_(), targets[start:end].unsqueeze(1)
             with torch.enable_grad():
                 logits = transform(_at_least_fp32(head(piece)))
-            # d logp / d logits = onehot(target) - softmax, built in place in one buffer
-            shifted = logits.detach() - torch.logsumexp(logits.detach(), dim=1, keepdim=True)
-            values.append(shifted.gather(1, rows).squeeze(1))
-            grad_logits = shifted.exp_().neg_().scatter_add_(1, rows, torch.ones_like(rows, dtype=shifted.dtype))
+            # softmax in place in one buffer, then d logp / d logits = onehot(target) - softmax;
+            # a copy first where the logits' own backward reads them (a transform's tanh)
+            z = logits.detach() if type(logits.grad_fn).__name__ in _OUTPUT_NOT_SAVED else logits.detach().clone()
+            top = z.amax(dim=1, keepdim=True)
+            picked = z.gather(1, rows) - top
+            total = z.sub_(top).exp_().sum(dim=1, keepdim=True)
+            values.append((picked - total.log()).squeeze(1))
+            grad_logits = z.div_(total).neg_().scatter_add_(1, rows, torch.ones_like(rows, dtype=z.dtype))
             (slope,) = torch.autograd.grad(logits, piece, grad_logits)
             slopes.append(slope)
+            del logits, z, grad_logits  # before the next chunk allocates its own
         ctx.save_for_backward(torch.cat(slopes))
         return torch.cat(values)
 
