@@ -32,6 +32,6 @@ def describe(vocab: int) -> str:
     """One line for `plan`: which path training and the reference stage take, and why."""
     if streams(vocab):
         return (f"answer log-probs: streamed over chunks of {chunk_tokens(vocab)} tokens "
-                f"(vocabulary {vocab:,}; no [tokens, vocab] logits are kept)")
+                f"(vocabulary {vocab:,}; no tokens x vocabulary logits are kept)")
     return (f"answer log-probs: full logits (vocabulary {vocab:,} < {STREAM_MIN_VOCAB:,}, where they are "
             "small and no slower)")
