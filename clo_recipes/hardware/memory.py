@@ -9,7 +9,8 @@ What is counted, per GPU (bytes per parameter or per token; c = 2 for bf16/fp16,
 
 - weights: frozen weights in the compute dtype (4-bit NF4 linears under QLoRA, with the
   double-quantised scales the training stage loads); weights that train are kept in fp32 (at
-  lr 8e-6 a bf16 weight would round most updates away); LoRA adapters are fp32 (PEFT's default).
+  lr 8e-6 a bf16 weight would round most updates away); LoRA adapters are fp32 (PEFT's default);
+  under bf16/fp16 autocast also the half-precision copy of each fp32 weight it caches.
 - gradients: fp32, one per trainable parameter; optimizer: AdamW 8 B (two fp32 moments),
   8-bit AdamW 2 B. Sharding divides these by the world size (FSDP full shard / ZeRO-3: all
   three; ZeRO-2: gradients and optimizer); FSDP/ZeRO-3 add the layers gathered for compute;
@@ -234,6 +235,8 @@ def breakdown_bytes(arch: Architecture, setup: TrainingSetup) -> dict[str, float
     trainable = split["trained"] + split["lora"]
     weights = (split["frozen_linear"] * (NF4_BYTES if setup.quantized else c) + split["frozen_other"] * c
                + (split["trained"] + split["lora"]) * MASTER_BYTES)
+    if c < 4:  # autocast caches a half-precision copy of every fp32 weight it casts, for the whole step
+        weights += (split["trained"] + split["lora"]) * c
     gradients = trainable * MASTER_BYTES
     optimizer = trainable * OPTIMIZER_BYTES[setup.optimizer]
     parts: dict[str, float] = {}
