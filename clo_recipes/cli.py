@@ -74,7 +74,7 @@ def _plan_dict(prepared, estimate) -> dict:
     if estimate is not None:
         doc["memory"] = {"total_gb": round(estimate.total_gb, 2), "fits": estimate.fits,
                          "largest": estimate.largest, "breakdown": estimate.breakdown,
-                         "suggestion": estimate.suggestion}
+                         "suggestion": estimate.suggestion, "notes": estimate.notes}
     if prepared.opened.lock is not None:
         doc["lock"] = {"file": str(prepared.opened.lock.path),
                        "differences": [{"field": d.field, "locked": d.locked, "now": d.now, "blocking": d.blocking}
@@ -111,6 +111,8 @@ def _print_plan(plan, estimate, show_values: bool = True) -> None:
         console.print(f"[{color}]Memory per GPU ≈ {estimate.total_gb:.1f} GiB: "
                       f"{'fits' if estimate.fits else 'does NOT fit'}[/] (largest: {estimate.largest})"
                       + (f"\n  suggestion: {estimate.suggestion}" if estimate.suggestion else ""))
+        parts = ", ".join(f"{name} {gib:.2f}" for name, gib in estimate.breakdown.items())
+        console.print(f"  GiB: {parts}" + "".join(f"\n  {note}" for note in estimate.notes))
 
 
 @app.command()

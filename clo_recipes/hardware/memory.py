@@ -9,7 +9,8 @@ What is counted, per GPU (bytes per parameter or per token; c = 2 for bf16/fp16,
 
 - weights: frozen weights in the compute dtype (4-bit NF4 linears under QLoRA, with the
   double-quantised scales the training stage loads); weights that train are kept in fp32 (at
-  lr 8e-6 a bf16 weight would round most updates away); LoRA adapters are fp32 (PEFT's default).
+  lr 8e-6 a bf16 weight would round most updates away); LoRA adapters are fp32 (PEFT's default);
+  under bf16/fp16 autocast also the half-precision copy of each fp32 weight it caches.
 - gradients: fp32, one per trainable parameter; optimizer: AdamW 8 B (two fp32 moments),
   8-bit AdamW 2 B. Sharding divides these by the world size (FSDP full shard / ZeRO-3: all
   three; ZeRO-2: gradients and optimizer); FSDP/ZeRO-3 add the layers gathered for compute;
@@ -20,9 +21,13 @@ What is counted, per GPU (bytes per parameter or per token; c = 2 for bf16/fp16,
   the logits first and one recomputed layer at a time, so the peak is the larger of the two
   working sets (a recomputed layer counts twice: its activations and their gradients).
   `tests/test_hardware_memory.py` checks the per-layer bytes against what autograd keeps.
-- logits: the training stage's `answer_logps` (methods/logps.py) over every position of the
-  micro batch (answers can fill `train.max_length`): the logits, the answer rows gathered from
-  them, their fp32 copy and the fp32 log-softmax cross-entropy keeps. A test measures it.
+- logits: what the training stage's answer log-probs keep over every position of the micro
+  batch (answers can fill `train.max_length`). Streamed (vocabularies from
+  `logps_plan.STREAM_MIN_VOCAB`, methods/streamed.py): per answer token its gradient to the
+  hidden state (frozen head) or its hidden state (head that trains, recomputed in backward),
+  plus one chunk's logits working set. Full logits (small vocabularies, methods/logps.py): the
+  logits, the answer rows gathered from them, their fp32 copy and the fp32 log-softmax. Tests
+  measure both with the PyTorch profiler.
 - CUDA context and allocator fragmentation: a fixed 0.75 GiB and 5 %.
 """
 
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architecture import Architecture
+from .logps_plan import chunk_tokens, describe, streams
 from .model_config import read_model_config
 
 GIB = 1024**3
@@ -190,14 +196,36 @@ def activation_bytes(arch: Architecture, setup: TrainingSetup) -> float:
     if not setup.gradient_checkpointing:  # every layer's activations are alive when backward starts
         return tokens * (arch.layers * per_layer + final)
     layer_phase = tokens * 2 * per_layer  # a recomputed layer's activations and their gradients
-    return tokens * (arch.layers * arch.hidden * c + final) + max(0.0, layer_phase - logits_bytes(arch, setup))
+    return tokens * (arch.layers * arch.hidden * c + final) + max(0.0, layer_phase - head_working_set(arch, setup))
+
+
+def head_kept_bytes(arch: Architecture, setup: TrainingSetup) -> float:
+    """Streamed path: what stays from the head's forward until backward, per answer token: the
+    gradient to its hidden state (frozen head) or the hidden state itself (a head that trains is
+    recomputed), its log-prob (fp32) and its row index (int64). Full path: nothing beyond its
+    working set."""
+    if not streams(arch.vocab):
+        return 0.0
+    return setup.tokens * (arch.hidden * setup.compute_bytes + 4 + 8)
+
+
+def head_working_set(arch: Architecture, setup: TrainingSetup) -> float:
+    """Peak transient of the answer log-probs. Streamed, one chunk of `chunk_tokens` rows: a
+    frozen head keeps the chunk's fp32 logits (softmax and its gradient are built in place) plus,
+    in half precision, the head's output and the gradient cast back; a head that trains is
+    recomputed under autograd in backward (16 B per logit, profiler). Full: every answer row."""
+    c = setup.compute_bytes
+    if streams(arch.vocab):
+        rows = min(chunk_tokens(arch.vocab), setup.tokens)
+        per_logit = 16 if setup.trains_everything else 4 + (2 * c if c < 4 else 0)
+        return rows * arch.vocab * per_logit
+    return setup.tokens * arch.vocab * (c + c + (4 if c < 4 else 0) + 4)
 
 
 def logits_bytes(arch: Architecture, setup: TrainingSetup) -> float:
-    """Peak of `answer_logps` over the micro batch: logits (compute dtype), the answer rows
-    gathered from them, their fp32 copy (none when already fp32), and the fp32 log-softmax."""
-    c = setup.compute_bytes
-    return setup.tokens * arch.vocab * (c + c + (4 if c < 4 else 0) + 4)
+    """The answer log-probs' peak: what the streamed path keeps plus its working set (or the
+    full logits path's working set)."""
+    return head_kept_bytes(arch, setup) + head_working_set(arch, setup)
 
 
 # --------------------------------------------------------------------------- the estimate
@@ -207,6 +235,8 @@ def breakdown_bytes(arch: Architecture, setup: TrainingSetup) -> dict[str, float
     trainable = split["trained"] + split["lora"]
     weights = (split["frozen_linear"] * (NF4_BYTES if setup.quantized else c) + split["frozen_other"] * c
                + (split["trained"] + split["lora"]) * MASTER_BYTES)
+    if c < 4:  # autocast caches a half-precision copy of every fp32 weight it casts, for the whole step
+        weights += (split["trained"] + split["lora"]) * c
     gradients = trainable * MASTER_BYTES
     optimizer = trainable * OPTIMIZER_BYTES[setup.optimizer]
     parts: dict[str, float] = {}
@@ -247,6 +277,7 @@ def _estimate(arch: Architecture, setup: TrainingSetup, gpu_memory_gb: float | N
         total_params=arch.total_params,
         trainable_params=split["trained"] + split["lora"],
         tokens_per_micro_batch=setup.tokens,
+        notes=[describe(arch.vocab)],
     )
 
 

