@@ -48,9 +48,11 @@ SPECS: dict[str, StageSpec] = {
         StageSpec("evaluate", "clo_recipes.stages.evaluate",
                   ("model", "language", "eval", "train.max_length", *_NUMERICS), 1,
                   "generate answers and score them",
-                  checks=(("eval.lm_eval_tasks", "clo_recipes.evaluation.lm_eval_bridge:check_recipe"),)),
+                  checks=(("eval.lm_eval_tasks", "clo_recipes.evaluation.lm_eval_bridge:check_recipe"),
+                          ("eval.generation_backend", "clo_recipes.evaluation.backend_checks:check_recipe"))),
         StageSpec("judge", "clo_recipes.stages.judge", ("language", "eval.judge"), 1,
-                  "pairwise LLM-judge win rates"),
+                  "pairwise LLM-judge win rates",
+                  checks=(("eval.judge.model", "clo_recipes.evaluation.backend_checks:check_judge"),)),
         StageSpec("report", "clo_recipes.stages.report", ("name", "language", "method", "eval"), 1,
                   "report.json, report.md and plots"),
     )
