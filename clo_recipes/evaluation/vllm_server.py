@@ -141,6 +141,7 @@ class ManagedServer:
         self.port = port or 0
         self.env = env or {}
         self.process: subprocess.Popen | None = None
+        self.pgid: int | None = None
         self.start_seconds: float | None = None
         self._previous_sigterm = None
 
@@ -171,6 +172,7 @@ class ManagedServer:
             self.process = subprocess.Popen(self.spec.command(self.python, self.port), stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True, preexec_fn=_die_with_parent, env=env)
+        self.pgid = self.process.pid  # its own session: the group of everything it starts
         self._catch_sigterm()
         try:
             self._wait_healthy(started)
