@@ -9,8 +9,10 @@ Writes into its folder:
   token count (what the `nll` suite averages; see `evaluation/nll.py`),
 - `metrics.json`: `{"stage": "evaluate", "model", "language", "suites": {...}, "skipped": [...]}`.
 
-Generation checkpoints into `answers.partial.jsonl`, so an interrupted stage resumes where it
-stopped. A suite that cannot run here (lm-eval not installed, no built-in MC set for the
+Answers come from `eval.generation_backend` (`evaluation/serving.py`: transformers in this
+process, a vLLM server this stage starts and stops, or the user's endpoint); `metrics.json` →
+`generation` records which, and with what. Every answer is appended to
+`answers.partial.jsonl` as it arrives, so an interrupted stage resumes where it stopped. A suite that cannot run here (lm-eval not installed, no built-in MC set for the
 language) is recorded as skipped with its reason; the report shows it.
 """
 
