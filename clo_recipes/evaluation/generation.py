@@ -1,5 +1,6 @@
-"""One interface for answer generation: transformers `generate`, vLLM's offline engine, or an
-OpenAI-compatible server (a `vllm serve` process, another machine, a hosted API).
+"""One interface for answer generation: transformers `generate` in the stage, or an
+OpenAI-compatible server (the vLLM server the stage starts, see `vllm_server.py`; a server
+the user runs elsewhere; a hosted API).
 
 Every suite that needs answers (fidelity, judge) calls `Generator.generate(prompts)` with
 plain user prompts and gets the assistant's answers back, greedy, in the same order. The
@@ -8,16 +9,17 @@ prompt is rendered with the model's chat template, so the model sees what a chat
 
 from __future__ import annotations
 
-import importlib.util
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 
 class Generator(Protocol):
     name: str
 
-    def generate(self, prompts: Sequence[str], progress: Any = None) -> list[str]:
+    def generate(self, prompts: Sequence[str], progress: Any = None,
+                 on_answer: Callable[[int, str], None] | None = None) -> list[str]:
         """Greedy answers to single-turn user prompts, in input order; `progress.update(n)`
-        (a progress bar), if given, hears of answers as they are done."""
+        (a progress bar) and `on_answer(index, answer)`, if given, hear of answers as they
+        are done."""
         ...
 
 
@@ -39,7 +41,8 @@ class TransformersGenerator:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 
-    def generate(self, prompts: Sequence[str], progress: Any = None) -> list[str]:
+    def generate(self, prompts: Sequence[str], progress: Any = None,
+                 on_answer: Callable[[int, str], None] | None = None) -> list[str]:
         import torch
 
         tokenizer = self.tokenizer
@@ -71,64 +74,11 @@ class TransformersGenerator:
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
             for index, tokens in zip(batch, new_tokens):
                 answers[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                if on_answer is not None:
+                    on_answer(index, answers[index])
             if progress is not None:
                 progress.update(len(batch))
         return answers
-
-
-class VLLMGenerator:
-    """vLLM's offline engine: the same greedy answers, much faster on a GPU.
-
-    `adapter` is a LoRA adapter folder applied on top of `model` (vLLM serves LoRA natively,
-    so the adapter is never merged).
-    """
-
-    name = "vllm"
-
-    def __init__(self, model: str, *, tokenizer: str | None, chat_template: str | None,
-                 max_new_tokens: int, dtype: str = "auto", adapter: str | None = None,
-                 lora_rank: int | None = None, max_model_len: int | None = None):
-        from vllm import LLM, SamplingParams
-
-        engine_args: dict[str, Any] = {"model": model, "dtype": dtype, "seed": 0}
-        if tokenizer:
-            engine_args["tokenizer"] = tokenizer
-        if max_model_len:
-            engine_args["max_model_len"] = max_model_len
-        if adapter:
-            engine_args.update(enable_lora=True, max_lora_rank=max(lora_rank or 16, 8))
-        self.engine = LLM(**engine_args)
-        self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-        self.chat_template = chat_template
-        self.lora = None
-        if adapter:
-            from vllm.lora.request import LoRARequest
-
-            self.lora = LoRARequest("trained", 1, adapter)
-
-    def generate(self, prompts: Sequence[str], progress: Any = None) -> list[str]:
-        conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-        outputs = self.engine.chat(
-            conversations,
-            self.sampling,
-            chat_template=self.chat_template,
-            lora_request=self.lora,
-            use_tqdm=False,
-        )
-        if progress is not None:
-            progress.update(len(outputs))
-        return [output.outputs[0].text.strip() for output in outputs]
-
-    def close(self) -> None:
-        """Free the GPU for the scoring model loaded after generation."""
-        import gc
-
-        import torch
-
-        del self.engine
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
 
 class EndpointGenerator:
@@ -160,53 +110,59 @@ class EndpointGenerator:
         except EndpointError as error:
             url = self.client.url
             hint = {
-                "not_found": "check the endpoint (it ends in /v1) and that the server serves this model name "
-                             "(vllm: --served-model-name)",
-                "too_long": "lower eval.max_new_tokens or serve the model with a larger --max-model-len",
+                "not_found": "check eval.endpoint (it ends in /v1) and eval.endpoint_model (the name the server "
+                             "serves, vllm: --served-model-name)",
+                "too_long": "lower eval.max_new_tokens, or serve a longer context (eval.vllm.max_model_len; "
+                            "vllm: --max-model-len)",
                 "auth": "export the API key the server expects",
             }.get(error.kind, "start the server (or wait for /health), then re-run: finished answers are kept")
             raise StageError(f"generation endpoint {url} (model {self.model!r}) failed after "
                              f"{error.attempts} attempt(s): {error.detail}", hint=hint) from None
 
-    def generate(self, prompts: Sequence[str], progress: Any = None) -> list[str]:
-        from concurrent.futures import ThreadPoolExecutor
+    def _keep(self, future: Any, index: int, answers: list, progress: Any, on_answer: Any) -> None:
+        text, tokens = future.result()
+        answers[index] = text
+        self.completion_tokens += tokens or 0
+        if on_answer is not None:
+            on_answer(index, text)
+        if progress is not None:
+            progress.update(1)
 
+    def generate(self, prompts: Sequence[str], progress: Any = None,
+                 on_answer: Callable[[int, str], None] | None = None) -> list[str]:
+        """Answers in input order; `on_answer(index, answer)` hears of each one as it arrives (in
+        the caller's thread), so a caller can keep it before a later request fails."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        answers: list[str | None] = [None] * len(prompts)
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="generate") as pool:
-            futures = [pool.submit(self._answer, prompt) for prompt in prompts]
-            answers = []
+            futures = {pool.submit(self._answer, prompt): index for index, prompt in enumerate(prompts)}
             try:
-                for future in futures:
-                    text, tokens = future.result()
-                    answers.append(text)
-                    self.completion_tokens += tokens or 0
-                    if progress is not None:
-                        progress.update(1)
-            except BaseException:
+                for future in as_completed(futures):
+                    self._keep(future, futures[future], answers, progress, on_answer)
+            except KeyboardInterrupt:
                 for pending in futures:
                     pending.cancel()
                 raise
-        return answers
+            except BaseException:
+                # One request failed for good: nothing new is sent, but the requests already
+                # in flight are waited for and kept, so a re-run asks only for what is missing.
+                for pending in futures:
+                    pending.cancel()
+                for future, index in futures.items():
+                    if not future.cancelled() and answers[index] is None:
+                        try:
+                            self._keep(future, index, answers, progress, on_answer)
+                        except Exception:
+                            pass
+                raise
+        return [answer or "" for answer in answers]
 
 
-def vllm_usable() -> bool:
-    """vLLM is installed and a CUDA GPU is visible."""
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def choose_backend(requested: str) -> str:
-    """`auto` -> vLLM when usable, else transformers; an explicit `vllm` must be usable."""
-    if requested == "transformers":
-        return "transformers"
-    usable = vllm_usable()
-    if requested == "vllm" and not usable:
-        from clo_recipes.errors import StageError
-
-        raise StageError(
-            "eval.generation_backend is `vllm` but vLLM is not installed or no CUDA GPU is visible",
-            hint="pip install vllm on a GPU machine, or set eval.generation_backend: auto",
-        )
-    return "vllm" if usable else "transformers"
+def choose_backend(requested: str, *, prompts: int, server_python: str | None, break_even: int) -> str:
+    """`auto` -> `vllm` when a server Python is available and enough prompts remain for the
+    server's start to pay off (benchmarks/eval_backends.py measures the break-even), else
+    `transformers`; an explicit choice stands (plan time checked it can run)."""
+    if requested != "auto":
+        return requested
+    return "vllm" if server_python is not None and prompts >= break_even else "transformers"

