@@ -193,8 +193,9 @@ class DeviceMemory:
 
         release()
         if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats()  # per part: an earlier part must not inflate this one
             self.start = torch.cuda.memory_allocated()
+            self.start_reserved = torch.cuda.memory_reserved()
         else:
             self.rss = PeakMemory().__enter__()
         return self
@@ -204,14 +205,14 @@ class DeviceMemory:
 
         if self.cuda:
             torch.cuda.synchronize()
-            self.peak_gib = torch.cuda.max_memory_reserved() / GIB
+            self.peak_gib = (torch.cuda.max_memory_reserved() - self.start_reserved) / GIB
             self.allocated_gib = (torch.cuda.max_memory_allocated() - self.start) / GIB
         else:
             self.rss.__exit__(*exc)
             self.peak_gib = self.allocated_gib = self.rss.growth_mb / 1024
 
     def record(self) -> dict[str, Any]:
-        what = "torch.cuda.max_memory_reserved" if self.cuda else "resident-set growth (CPU)"
+        what = "torch.cuda.max_memory_reserved growth in this part" if self.cuda else "resident-set growth (CPU)"
         return {"peak_gib": self.peak_gib, "peak_allocated_gib": self.allocated_gib, "measured_as": what}
 
 
@@ -532,7 +533,7 @@ def main() -> int:
     parser.add_argument("--answer-words", type=int, help="answer length in words (default 160, CPU 20)")
     parser.add_argument("--no-checkpointing", action="store_true", help="turn gradient checkpointing off")
     parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s for MFU (default: from the GPU name)")
-    parser.add_argument("--budget-s", type=float, default=450, help="skip parts that would end after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=300, help="skip parts that would end after this many seconds")
     parser.add_argument("--tests-timeout", type=int, default=180)
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: tests,trl_dpo,qlora")
     args = parser.parse_args()

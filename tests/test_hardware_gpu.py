@@ -1,5 +1,7 @@
-"""On a CUDA GPU: QLoRA loads a small Llama in 4-bit and trains CLO-shaped steps, and the
-peak memory it measures is within 20 % of what `plan` estimates. Skipped without CUDA."""
+"""On a CUDA GPU: the engine's QLoRA path (training.loading + training.scope, as the train stage
+runs it) loads a small Llama in 4-bit and trains CLO-shaped steps in train mode (so gradient
+checkpointing is on), and the peak memory it measures is within 20 % of what `plan` estimates.
+Skipped without CUDA (tests/test_training_qlora.py runs the same path on CPU)."""
 
 from __future__ import annotations
 
@@ -45,38 +47,42 @@ def _clo_loss(logits, labels, beta=0.1):
 
 
 def test_qlora_trains_and_peak_memory_matches_the_estimate(small_llama):
-    bnb = pytest.importorskip("bitsandbytes")
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    pytest.importorskip("bitsandbytes")
+    from clo_recipes.recipe.schema.adapter import AdapterSection
+    from clo_recipes.training.loading import load_model
+    from clo_recipes.training.loop import build_optimizer
+    from clo_recipes.training.scope import apply_adapter
 
     estimate = estimate_memory(
         read_model_config(ModelSection(base=str(small_llama))), adapter_kind="qlora", trainable="attention",
         method_name="clo", max_length=SEQUENCE, micro_batch_size=1, precision="bf16", quantization="nf4",
-        gradient_checkpointing=True, optimizer="paged_adamw_8bit", sharding="none", world_size=1,
+        gradient_checkpointing=True, optimizer="adamw_8bit", sharding="none", world_size=1,
         cpu_offload=False, gpu_memory_gb=None, attention="sdpa", lora_rank=16, lora_dropout=0.05)
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     start = torch.cuda.memory_allocated()
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                      bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
-    model = AutoModelForCausalLM.from_pretrained(small_llama, quantization_config=quantization,
-                                                 dtype=torch.bfloat16, attn_implementation="sdpa",
-                                                 device_map={"": 0})
+    model = load_model(ModelSection(base=str(small_llama)), precision="bf16", attention="sdpa", quantization="nf4",
+                       for_training=True)
     assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
     loaded = (torch.cuda.memory_allocated() - start) / GIB
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.enable_input_require_grads()
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=MODULES))
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == estimate.trainable_params
-    optimizer = bnb.optim.PagedAdamW8bit([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model, _ = apply_adapter(model, AdapterSection(kind="qlora", r=16, alpha=32, dropout=0.05),
+                             gradient_checkpointing=True)
+    model.train()  # from_pretrained leaves eval mode, where checkpointing is off
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    for _, param in named:  # fp32 adapter weights, as the training loop keeps them
+        param.data = param.data.float()
+    assert sum(p.numel() for _, p in named) == estimate.trainable_params
+    # not paged: a paged optimizer lives in CUDA managed memory, which the allocator does not count
+    optimizer = build_optimizer(named, "adamw_8bit", 1e-4, 0.0)
 
     torch.manual_seed(0)
     ids = torch.randint(0, 32000, (4, SEQUENCE), device="cuda")
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     losses = []
     for _ in range(2):  # the second step holds optimizer states and runs at full peak
-        loss = _clo_loss(model(input_ids=ids).logits, ids)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = _clo_loss(model(input_ids=ids).logits, ids)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -68,12 +68,17 @@ def test_flash_attention_falls_back_to_sdpa_without_the_kernel():
     assert resolve_attention("eager") == "eager"
 
 
-def test_nf4_without_cuda_is_a_clear_error():
-    if CUDA:
-        pytest.skip("this machine has CUDA")
-    with pytest.raises(CloError, match="needs a CUDA GPU"):
-        quantization_config("nf4", "bf16")
+def test_nf4_config_follows_the_precision_and_needs_only_bitsandbytes(monkeypatch):
+    pytest.importorskip("bitsandbytes")
+    config = quantization_config("nf4", "bf16")  # no CUDA needed: bitsandbytes runs NF4 on CPU
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
+    assert config.bnb_4bit_compute_dtype == torch.bfloat16
     assert quantization_config("none", "fp32") is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(CloError, match="needs the bitsandbytes package") as error:
+        quantization_config("nf4", "bf16")
+    assert "bitsandbytes==0.50.2" in str(error.value)
 
 
 @pytest.mark.slow

@@ -69,10 +69,19 @@ def environment_rows() -> list[tuple[str, str]]:
         rows.append(("torch", f"cannot import: {error}"))
     rows.append(("flash-attention 2", "usable" if gpus and _version("flash-attn")
                  else "not usable (needs flash-attn and a CUDA GPU); sdpa is used"))
-    rows.append(("QLoRA (4-bit NF4)", "usable" if gpus and _version("bitsandbytes")
-                 else "not usable (needs bitsandbytes and a CUDA GPU)"))
+    rows.append(("QLoRA (4-bit NF4)", _four_bit(gpus)))
     rows.append(("hardware: auto", _auto_profile()))
     return rows
+
+
+def _four_bit(gpus: int) -> str:
+    """The 4-bit backend found and where it runs (bitsandbytes runs NF4 on CPU and CUDA)."""
+    from clo_recipes.hardware.detect import four_bit_backend
+
+    backend = four_bit_backend()
+    if backend is None:
+        return "not usable: no 4-bit backend (pip install bitsandbytes==0.50.2)"
+    return f"usable: {backend} on {'CUDA' if gpus else 'CPU'}"
 
 
 def _auto_profile() -> str:

@@ -225,3 +225,29 @@ def machine_adjustments(hardware: dict[str, Any], facts: MachineFacts | None = N
     if (hardware.get("num_gpus") or 0) > facts.num_gpus and (hardware.get("num_machines") or 1) == 1:
         changes["num_gpus"] = (facts.num_gpus, f"{facts.num_gpus} GPU(s) visible")
     return changes
+
+
+def four_bit_backend() -> str | None:
+    """The 4-bit (NF4) backend this machine has: bitsandbytes runs NF4 on CUDA and, since 0.48,
+    on CPU, so its presence is what counts. None when there is none."""
+    if not _has("bitsandbytes"):
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"bitsandbytes {version('bitsandbytes')}"
+    except PackageNotFoundError:
+        return "bitsandbytes"
+
+
+def check_quantization(recipe: Any) -> None:
+    """Plan-time check (stage table): NF4 / QLoRA needs a 4-bit backend. Raises before any
+    model is loaded, naming the field, instead of a traceback at load time."""
+    if recipe.hardware.quantization != "nf4" or four_bit_backend() is not None:
+        return
+    from ..errors import CloError
+
+    asked = "adapter.kind: qlora" if recipe.adapter.kind == "qlora" else "hardware.quantization: nf4"
+    raise CloError(f"{asked} needs a 4-bit backend and none is installed (bitsandbytes not found)",
+                   hint="pip install bitsandbytes==0.50.2 (runs NF4 on CPU and CUDA), "
+                        "or use adapter.kind: lora with hardware.quantization: none")

@@ -10,10 +10,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from ..errors import CloError
+from .precision import mixed_precision
 
 DEFAULT_PORT = 29500
 CONFIG_NAME = "accelerate_config.yaml"
-_MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no", "fp64": "no"}
 
 
 def _version_tuple(package: str) -> tuple[int, ...]:
@@ -103,7 +103,7 @@ def accelerate_config(hardware, *, num_processes: int, num_machines: int = 1, ma
         "compute_environment": "LOCAL_MACHINE",
         "debug": False,
         "distributed_type": distributed_type,
-        "mixed_precision": _MIXED_PRECISION[hardware.precision or "bf16"],
+        "mixed_precision": mixed_precision(hardware.precision),
         "downcast_bf16": "no",
         "num_machines": num_machines,
         "num_processes": num_processes,

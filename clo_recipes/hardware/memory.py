@@ -359,12 +359,12 @@ def check_fit(recipe) -> MemoryEstimate | None:
         return estimate_memory(
             config,
             adapter_kind=recipe.adapter.kind, trainable=recipe.adapter.trainable, method_name=heaviest,
-            max_length=recipe.train.max_length, micro_batch_size=hardware.micro_batch_size or 1,
-            precision=hardware.precision or "bf16", quantization=hardware.quantization or "none",
-            gradient_checkpointing=bool(hardware.gradient_checkpointing), optimizer=hardware.optimizer or "adamw_torch",
-            sharding=hardware.sharding or "none", world_size=hardware.num_gpus * (hardware.num_machines or 1),
-            cpu_offload=bool(hardware.cpu_offload), gpu_memory_gb=hardware.gpu_memory_gb,
-            attention=hardware.attention or "sdpa", lora_rank=recipe.adapter.r, lora_dropout=recipe.adapter.dropout,
+            max_length=recipe.train.max_length, micro_batch_size=hardware.micro_batch_size,
+            precision=hardware.precision, quantization=hardware.quantization,  # resolved: no fallbacks
+            gradient_checkpointing=hardware.gradient_checkpointing, optimizer=hardware.optimizer,
+            sharding=hardware.sharding, world_size=hardware.num_gpus * hardware.num_machines,
+            cpu_offload=hardware.cpu_offload, gpu_memory_gb=hardware.gpu_memory_gb,
+            attention=hardware.attention, lora_rank=recipe.adapter.r, lora_dropout=recipe.adapter.dropout,
             target_modules=recipe.adapter.target_modules, sft_languages=method.sft_languages,
         )
     except ValueError:  # a config without the numbers we need (not a decoder-only LM)

@@ -16,6 +16,7 @@ from ..errors import Location, Problem, RecipeError
 from .languages import Language, get_language
 from .load import FieldPath, LoadedRecipe, validate_raw
 from .schema import Recipe
+from .schema.hardware import RESOLVED_FIELDS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -168,6 +169,10 @@ def resolve(loaded: LoadedRecipe, *, profile_override: str | None = None) -> Res
     if adapter_kind == "qlora" and hardware.get("quantization") in (None, "none"):
         hardware["quantization"] = "nf4"
         from_profile[("hardware", "quantization")] = "derived: adapter.kind=qlora"
+    missing = [key for key in RESOLVED_FIELDS if hardware.get(key) is None]
+    if missing:  # a profile file that lost a line: say so here rather than fall back somewhere later
+        raise RecipeError(f"hardware profile '{profile}' leaves {', '.join('hardware.' + k for k in missing)} unset",
+                          hint=f"add them to {PROFILE_DIR / (profile + '.yaml')} or set them in the recipe")
     _absolutize(raw, loaded)
 
     resolved_source = LoadedRecipe(loaded.path, raw, loaded.locations, loaded.overrides)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import time
 
 from clo_recipes.engine.context import StageContext, read_jsonl
-
-MIXED_PRECISION = {"fp64": "no", "fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+from clo_recipes.hardware.precision import mixed_precision
 
 
 def run(ctx: StageContext) -> dict:
@@ -38,11 +37,10 @@ def run(ctx: StageContext) -> dict:
     renderer = ChatRenderer(tokenizer)
     check = renderer.check(rows[0]["x_l"], rows[0]["y_l"]) if rows else None
     example_set = build_examples(rows, renderer, PREFERENCE_SEQUENCES, recipe.train.max_length)
-    quantization = hardware.quantization or ("nf4" if recipe.adapter.kind == "qlora" else "none")
-    accelerator = Accelerator(mixed_precision=MIXED_PRECISION[hardware.precision or "fp32"])
+    accelerator = Accelerator(mixed_precision=mixed_precision(hardware.precision))
     model = load_model(model_section, precision=hardware.precision, attention=hardware.attention,
-                       quantization=quantization, for_training=True)
-    if quantization == "none":
+                       quantization=hardware.quantization, for_training=True)
+    if hardware.quantization == "none":  # a 4-bit base was loaded onto its device already
         model = model.to(accelerator.device)
     path = choose_path(model)
     started = time.perf_counter()

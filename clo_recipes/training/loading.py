@@ -86,46 +86,50 @@ def resolve_attention(attention: str | None) -> str | None:
 
 
 def quantization_config(quantization: str, precision: str) -> Any:
-    """A bitsandbytes NF4 config (the QLoRA recipe), or None for `none`."""
+    """A bitsandbytes NF4 config (the QLoRA recipe), or None for `none`.
+
+    bitsandbytes (>= 0.48) has a CPU backend for 4-bit NF4, so QLoRA runs on CPU and GPU through
+    the same path; only its absence is an error (plan time reports it first, see
+    `hardware.detect.check_quantization`)."""
     if quantization in (None, "none"):
         return None
     if quantization != "nf4":
         raise CloError(f"unknown quantization {quantization!r}", hint="use none or nf4")
     import torch
 
-    if not torch.cuda.is_available():
-        raise CloError("4-bit NF4 quantization (QLoRA) needs a CUDA GPU and none is visible",
-                       hint="use adapter.kind: lora (or full) on this machine, or run on a GPU")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise CloError("4-bit NF4 quantization (QLoRA) needs the bitsandbytes package", hint="pip install bitsandbytes")
+        raise CloError("4-bit NF4 quantization (QLoRA) needs the bitsandbytes package",
+                       hint="pip install bitsandbytes==0.50.2 (CPU and CUDA), or use adapter.kind: lora")
     from transformers import BitsAndBytesConfig
 
-    compute = getattr(torch, DTYPES.get(precision, "float32"))
+    compute = getattr(torch, DTYPES[precision])
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
 
 
-def _local_cuda_index() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
+def process_device() -> str:
+    """This process's device: its GPU under `accelerate launch` (LOCAL_RANK), else the CPU."""
+    import torch
+
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(model_section: Any, *, precision: str | None = "fp32", attention: str | None = None,
-               quantization: str | None = "none", for_training: bool = False, device: str | None = None) -> Any:
+def load_model(model_section: Any, *, precision: str = "fp32", attention: str | None = None,
+               quantization: str = "none", for_training: bool = False, device: str | None = None) -> Any:
     """A `PreTrainedModel` for the recipe's `model:` section.
 
     `precision` is fp32/bf16/fp16; `attention` eager/sdpa/flash_attention_2 (None: the
     transformers default); `quantization` none/nf4. For evaluation (`for_training=False`) the
     model is put in eval mode on `device` (default: the first CUDA device when there is one);
     for training it stays on CPU for accelerate to place, except a 4-bit base, which
-    bitsandbytes must load straight onto this process's GPU.
+    bitsandbytes loads straight onto this process's device (its GPU, or the CPU).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    precision = precision or "fp32"
     if precision not in DTYPES:
         raise CloError(f"unknown precision {precision!r}", hint="use fp32, bf16, fp16 or fp64")
-    quant = quantization_config(quantization or "none", precision)
+    quant = quantization_config(quantization, precision)
     location = locate_model(model_section.base, model_section.gguf_file)
     source, kwargs = _source_kwargs(location, model_section)
     kwargs["dtype"] = getattr(torch, DTYPES[precision])
@@ -134,7 +138,8 @@ def load_model(model_section: Any, *, precision: str | None = "fp32", attention:
         kwargs["attn_implementation"] = kernel
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": _local_cuda_index()}
+        # bitsandbytes quantizes while placing the weights: straight onto this process's device.
+        kwargs["device_map"] = {"": process_device()}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as error:
@@ -174,8 +179,8 @@ def _plain_weights_from_gguf(model: Any, for_training: bool) -> None:
         del model.config.quantization_config
 
 
-def load_model_and_tokenizer(model_section: Any, *, precision: str | None = "fp32", attention: str | None = None,
-                             quantization: str | None = "none", for_training: bool = False,
+def load_model_and_tokenizer(model_section: Any, *, precision: str = "fp32", attention: str | None = None,
+                             quantization: str = "none", for_training: bool = False,
                              device: str | None = None) -> tuple[Any, Any]:
     """`(load_model(...), load_tokenizer(...))`; the model's pad id follows the tokenizer's."""
     tokenizer = load_tokenizer(model_section)

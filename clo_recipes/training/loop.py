@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import CloError, StageError
 from ..files import JsonlAppender, read_jsonl, write_jsonl
+from ..hardware.precision import mixed_precision
 from ..methods.dpo import average_metric_sums
 from ..methods.output import LossOutput
 from .batch import collate, forward_logps
@@ -36,7 +37,6 @@ from .scope import apply_adapter
 from .streaming import choose_path
 from .trackers import flat_config, tracker_names
 
-MIXED_PRECISION = {"fp64": "no", "fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 @dataclass
@@ -59,11 +59,10 @@ class TrainJob:
 
 def check_environment(job: TrainJob) -> list[str]:
     """Refuse what cannot work before anything is loaded; returns the tracker names."""
-    quantization = job.hardware.quantization or ("nf4" if job.adapter.kind == "qlora" else "none")
-    if job.adapter.kind == "qlora" and quantization != "nf4":
+    if job.adapter.kind == "qlora" and job.hardware.quantization != "nf4":
         raise CloError("adapter.kind qlora trains LoRA on a 4-bit base; hardware.quantization must be nf4")
-    quantization_config(quantization, job.hardware.precision or "fp32")  # CUDA + bitsandbytes for NF4
-    if (job.hardware.optimizer or "adamw_torch") != "adamw_torch":
+    quantization_config(job.hardware.quantization, job.hardware.precision)  # bitsandbytes for NF4
+    if job.hardware.optimizer != "adamw_torch":
         import importlib.util
 
         if importlib.util.find_spec("bitsandbytes") is None:
@@ -130,8 +129,7 @@ class Trainer:
 
         self.job = job
         trackers = check_environment(job)
-        precision = job.hardware.precision or "fp32"
-        self.accelerator = Accelerator(mixed_precision=MIXED_PRECISION[precision], log_with=trackers or None,
+        self.accelerator = Accelerator(mixed_precision=mixed_precision(job.hardware.precision), log_with=trackers or None,
                                        project_dir=str(job.work_dir / "trackers"))
         self.trackers = trackers
         self._check_sharding()
@@ -145,7 +143,7 @@ class Trainer:
     def _check_sharding(self) -> None:
         """Never train a different mode than the recipe asks: accelerate turns its FSDP plugin
         on only for accelerator devices, so CPU processes would silently run plain DDP."""
-        sharding = self.job.hardware.sharding or "none"
+        sharding = self.job.hardware.sharding
         kind = self.accelerator.distributed_type.name
         if sharding == "fsdp" and self.accelerator.num_processes > 1 and kind != "FSDP":
             raise CloError(f"hardware.sharding: fsdp, but accelerate runs these {self.accelerator.num_processes} "
@@ -178,13 +176,12 @@ class Trainer:
         import torch
 
         job, hardware = self.job, self.job.hardware
-        quantization = hardware.quantization or ("nf4" if job.adapter.kind == "qlora" else "none")
         model = load_model(job.model, precision=hardware.precision, attention=hardware.attention,
-                           quantization=quantization, for_training=True)
+                           quantization=hardware.quantization, for_training=True)
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = self.pad_id
         self.load_dtype = model.dtype
-        model, self.scope = apply_adapter(model, job.adapter, gradient_checkpointing=bool(hardware.gradient_checkpointing))
+        model, self.scope = apply_adapter(model, job.adapter, gradient_checkpointing=hardware.gradient_checkpointing)
         for _, param in trainable_parameters(model):
             if param.dtype in (torch.float16, torch.bfloat16):  # fp32 master weights; compute runs under autocast
                 param.data = param.data.float()
@@ -228,7 +225,7 @@ class Trainer:
             return
         self.reference_for(objective)
         params = trainable_parameters(accelerator.unwrap_model(self.model))
-        optimizer = accelerator.prepare(build_optimizer(params, job.hardware.optimizer or "adamw_torch",
+        optimizer = accelerator.prepare(build_optimizer(params, job.hardware.optimizer,
                                                         job.train.learning_rate, job.train.weight_decay))
         scheduler = build_scheduler(optimizer, job.train.scheduler, job.train.warmup_ratio, steps)
         start = 0
@@ -243,7 +240,7 @@ class Trainer:
                                   initial=start)
         last_saved = resume_from.path.name if resume_from is not None else None
         for step, plan in iterate_steps(lengths, total=steps, seed=job.train.seed, global_batch=job.train.global_batch_size,
-                                        micro_batch=job.hardware.micro_batch_size or 1, world_size=world, rank=rank,
+                                        micro_batch=job.hardware.micro_batch_size, world_size=world, rank=rank,
                                         start=start):
             started = time.perf_counter()
             if self.first_step_shards is None:
@@ -312,8 +309,7 @@ class Trainer:
         """LoRA merged into full weights (`merged/`), from an unquantized base in the load dtype."""
         from peft import PeftModel
 
-        precision = self.job.hardware.precision or "fp32"
-        base = load_model(self.job.model, precision=precision, attention=None, quantization="none", for_training=True)
+        base = load_model(self.job.model, precision=self.job.hardware.precision, attention=None, quantization="none", for_training=True)
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         target = self.work_dir / "merged"
         shutil.rmtree(target, ignore_errors=True)

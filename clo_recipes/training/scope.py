@@ -116,15 +116,14 @@ def apply_adapter(model: Any, adapter: Any, *, gradient_checkpointing: bool = Fa
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model, scope
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
 
     targets = lora_targets(model, scope)
-    if adapter.kind == "qlora":
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif gradient_checkpointing:
+    # LoRA and QLoRA alike: no `peft.prepare_model_for_kbit_training`, which casts every weight
+    # bitsandbytes left unquantized (embeddings, head, norms) to fp32 -- twice their memory and an
+    # fp32 residual stream. get_peft_model freezes the base; the weights keep the compute dtype;
+    # inputs that require grad let checkpointed blocks backpropagate into the adapters.
+    if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     config = LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,

@@ -12,7 +12,7 @@ from .base import Section
 class AdapterSection(Section):
     kind: Literal["full", "lora", "qlora"] = Field(
         default="full",
-        description="`full`: train the chosen weights directly (paper); `lora`; `qlora`: LoRA on a 4-bit NF4 base (CUDA only).",
+        description="`full`: train the chosen weights directly (paper); `lora`; `qlora`: LoRA on a 4-bit NF4 base (bitsandbytes; CPU or CUDA).",
     )
     trainable: Literal["attention", "all"] = Field(
         default="attention",

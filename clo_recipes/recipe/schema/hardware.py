@@ -9,6 +9,11 @@ from pydantic import Field, model_validator
 from .base import Section
 
 Precision = Literal["fp32", "bf16", "fp16", "fp64"]
+# Fields every profile sets, so after `resolve` they always have a value and no stage needs a
+# fallback (`num_processes`, `gpu_memory_gb` and `accelerate_config` may stay unset: GPU
+# processes follow the GPUs, a CPU has no GPU memory, the config file is optional).
+RESOLVED_FIELDS = ("num_gpus", "num_machines", "precision", "quantization", "attention", "gradient_checkpointing",
+                   "optimizer", "micro_batch_size", "sharding", "cpu_offload")
 Sharding = Literal["none", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
 
 
