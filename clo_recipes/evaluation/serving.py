@@ -24,7 +24,8 @@ from clo_recipes.errors import StageError
 from .vllm_server import ManagedServer, ServeSpec, lora_rank_limit
 
 LOG_FILE = "vllm-server.log"
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# vLLM has no float64 kernels: an fp64 run (numerical checks) is served in float32.
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "fp64": "float32"}
 
 
 def unservable_reason(adapter: Path) -> str | None:
@@ -92,7 +93,7 @@ def serve_spec(ctx: Any, subject: Any) -> tuple[ServeSpec, dict]:
     if memory_share is None and not _cuda():
         memory_share = 0.3  # on CPU vLLM reserves this share of RAM; 0.9 would starve the machine
     spec = ServeSpec(
-        model=source, dtype=DTYPES.get(recipe.hardware.precision or "", "auto" if _cuda() else "float32"),
+        model=source, dtype=DTYPES[recipe.hardware.precision],
         tokenizer=section.tokenizer if source == section.base else None,
         chat_template=str(template_file) if template_file else None,
         adapter=adapter, max_lora_rank=rank_limit, max_model_len=settings.max_model_len,

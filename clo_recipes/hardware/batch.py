@@ -42,7 +42,7 @@ def _suggestion(global_batch_size: int, micro_batch_size: int, world_size: int) 
 
 def processes_per_machine(hardware) -> int:
     """Training processes on one machine: one per GPU, or `num_processes` on CPU (gloo)."""
-    gpus = hardware.num_gpus or 0
+    gpus = hardware.num_gpus
     asked = getattr(hardware, "num_processes", None)
     if gpus > 0:
         if asked not in (None, gpus):
@@ -54,11 +54,11 @@ def processes_per_machine(hardware) -> int:
 
 def world_size(hardware) -> int:
     """Processes on all machines together, as accelerate and torchrun count them."""
-    return processes_per_machine(hardware) * (hardware.num_machines or 1)
+    return processes_per_machine(hardware) * hardware.num_machines
 
 
 def check_batch(recipe) -> None:
     """The resolved recipe's batch split, raised as a CloError at plan time (not hours later)."""
     hardware = recipe.hardware
-    derive_batch(recipe.train.global_batch_size, hardware.micro_batch_size or 1, world_size(hardware),
+    derive_batch(recipe.train.global_batch_size, hardware.micro_batch_size, world_size(hardware),
                  unit="GPUs" if hardware.num_gpus else "processes")

@@ -90,7 +90,7 @@ def accelerate_config(hardware, *, num_processes: int, num_machines: int = 1, ma
                        hint="pass --main-process-ip <ip of machine 0> (and --machine-rank on each machine)")
     if not 0 <= machine_rank < num_machines:
         raise CloError(f"machine rank {machine_rank} is outside 0..{num_machines - 1}")
-    sharding = hardware.sharding or "none"
+    sharding = hardware.sharding
     if num_processes <= 1:
         distributed_type = "NO"
     elif sharding == "fsdp":

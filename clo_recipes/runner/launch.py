@@ -145,7 +145,7 @@ class Launcher:
         them: MACHINE_RANK (or NODE_RANK), MAIN_PROCESS_IP (or MASTER_ADDR), MAIN_PROCESS_PORT
         (or MASTER_PORT)."""
         hardware = plan.resolved.recipe.hardware
-        per_machine, num_machines = processes_per_machine(hardware), hardware.num_machines or 1
+        per_machine, num_machines = processes_per_machine(hardware), hardware.num_machines
         user_config = Path(hardware.accelerate_config) if hardware.accelerate_config else None
         if per_machine * num_machines <= 1 and user_config is None:
             return None
@@ -200,7 +200,7 @@ class Launcher:
     def config(self) -> dict[str, Any]:
         recipe = self.plan.resolved.recipe
         hardware = recipe.hardware
-        _, accumulation = derive_batch(recipe.train.global_batch_size, hardware.micro_batch_size or 1, self.world_size)
+        _, accumulation = derive_batch(recipe.train.global_batch_size, hardware.micro_batch_size, self.world_size)
         config = accelerate_config(
             hardware, num_processes=self.world_size, num_machines=self.num_machines,
             machine_rank=self.machine_rank, main_process_ip=self.main_process_ip,
@@ -221,7 +221,7 @@ class Launcher:
         from ..hardware.detect import detect
 
         hardware = self.plan.resolved.recipe.hardware
-        if (hardware.sharding or "").startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        if hardware.sharding.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
             raise CloError(f"hardware.sharding: {hardware.sharding} needs DeepSpeed, which is not installed",
                            hint="pip install deepspeed, or use hardware.sharding: fsdp")
         if self.on_cpu:
@@ -229,7 +229,7 @@ class Launcher:
                 raise CloError(f"hardware.sharding: {hardware.sharding} needs GPUs; DeepSpeed ZeRO does not train "
                                "on CPU processes", hint="use hardware.sharding: fsdp or none on CPU")
             if hardware.sharding == "fsdp":
-                raise CloError(f"hardware.sharding: fsdp does not run on CPU processes: accelerate enables its FSDP "
+                raise CloError("hardware.sharding: fsdp does not run on CPU processes: accelerate enables its FSDP "
                                "plugin (FSDP1 and FSDP2) only on GPUs and other accelerators; on CPU it would "
                                "silently train plain DDP",
                                hint="on CPU use hardware.sharding: none (DDP over gloo, the same weights); "

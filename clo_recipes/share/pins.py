@@ -176,7 +176,7 @@ def versioned_packages(recipe: Recipe) -> list[str]:
     """The packages whose version can change what this recipe produces."""
     names = list(ALWAYS_VERSIONED)
     hardware = recipe.hardware
-    if hardware.quantization == "nf4" or (hardware.optimizer or "").endswith("8bit"):
+    if hardware.quantization == "nf4" or hardware.optimizer.endswith("8bit"):
         names.append("bitsandbytes")
     if hardware.attention == "flash_attention_2":
         names.append("flash-attn")
