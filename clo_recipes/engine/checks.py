@@ -21,10 +21,11 @@ def _function(target: str):
 def check_stages(resolved: Resolved, kinds: Iterable[str]) -> None:
     """Raise one RecipeError listing every problem the planned stage kinds find."""
     problems: list[Problem] = []
-    for kind in dict.fromkeys(kinds):  # each kind once, in plan order
-        for field, target in SPECS[kind].checks:
-            check = _function(target)
-            location = resolved.source.location(tuple(field.split(".")))
-            problems += problems_from(lambda: check(resolved.recipe), location)
+    # each check once, in plan order (reference and train share the 4-bit backend check)
+    checks = dict.fromkeys(check for kind in dict.fromkeys(kinds) for check in SPECS[kind].checks)
+    for field, target in checks:
+        check = _function(target)
+        location = resolved.source.location(tuple(field.split(".")))
+        problems += problems_from(lambda: check(resolved.recipe), location)
     if problems:
         raise RecipeError(problems=problems)

@@ -247,7 +247,8 @@ def check_quantization(recipe: Any) -> None:
         return
     from ..errors import CloError
 
-    asked = "adapter.kind: qlora" if recipe.adapter.kind == "qlora" else "hardware.quantization: nf4"
+    # the stage table reports this at adapter.kind, so the message starts with its value
+    asked = "qlora" if recipe.adapter.kind == "qlora" else "hardware.quantization: nf4"
     raise CloError(f"{asked} needs a 4-bit backend and none is installed (bitsandbytes not found)",
                    hint="pip install bitsandbytes==0.50.2 (runs NF4 on CPU and CUDA), "
                         "or use adapter.kind: lora with hardware.quantization: none")
