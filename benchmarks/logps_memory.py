@@ -9,6 +9,11 @@ answers total `--tokens` tokens. Compared, each in a fresh process, one after an
 
 - full: this engine's full-logits path (`methods/logps.py:answer_logps` on `[tokens, vocab]` logits);
 - streamed: this engine's streamed path (`methods/streamed.py`, its default from 32k vocabularies);
+  `streamed@N` forces chunks of N tokens (to compare chunk sizes side by side);
+- trl: the log-prob kernel TRL 1.16's DPOTrainer always runs (`trl.kernels.ChunkedLogProbFunction`
+  as `add_fused_lm_head` calls it: 32768-wide vocabulary tiles, online logsumexp, recomputed in
+  backward; torch ops where Triton is absent), with the outputs DPOTrainer asks for and its
+  sigmoid DPO loss over (chosen, rejected) halves. Head only, so the trainer itself is not built;
 - liger: Liger-Kernel's `LigerFusedLinearDPOLoss` (chunked_loss, `compiled=False`: plain
   PyTorch), which fuses the head with the DPO loss over (chosen, rejected) halves.
 
@@ -68,9 +73,18 @@ def head_child(method: str, tokens: int, repeats: int) -> dict:
             result = answer_logps(logits, labels)
             del logits
             loss = -result.sum.sum()
-        elif method == "streamed":
-            per_token = streamed_token_logps(hidden, targets, head, head_trains=False, chunk_tokens=chunk_tokens(VOCAB))
+        elif method.startswith("streamed"):
+            rows = int(method.split("@")[1]) if "@" in method else chunk_tokens(VOCAB)
+            per_token = streamed_token_logps(hidden, targets, head, head_trains=False, chunk_tokens=rows)
             loss = clo_like(per_token)
+        elif method == "trl":
+            from trl.kernels import ChunkedLogProbFunction
+            from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
+
+            per_token = ChunkedLogProbFunction.apply(hidden, head.weight, None, targets, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE,
+                                                     None, 1.0, ("log_probs", "entropy", "mean_logits", "is_top1"))[0]
+            chosen, rejected = per_token.view(2, -1).sum(1)
+            loss = -torch.nn.functional.logsigmoid(0.1 * (chosen - rejected))
         else:
             from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss
 
@@ -138,7 +152,7 @@ def smollm2_throughput(steps: int, length: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, nargs="*", default=[512, 2048])
-    parser.add_argument("--methods", nargs="*", default=["full", "streamed", "liger"])
+    parser.add_argument("--methods", nargs="*", default=["full", "streamed", "trl", "liger"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--smollm2", action="store_true")
     parser.add_argument("--smollm2-steps", type=int, default=4)

@@ -116,15 +116,17 @@ def test_qlora_8b_fits_a_24gb_gpu():
     assert estimate.breakdown["optimizer states"] == pytest.approx(lora * 2 / GIB, abs=0.01)  # 8-bit moments
     tokens = 1 * 4 * 2048  # one CLO sample = 4 sequences
     # streamed log-probs: per answer token its bf16 gradient to the hidden state, its fp32
-    # log-prob and int64 row; one chunk of 2**24 // V = 130 rows of logits (fp32 buffer, bf16
-    # head output and bf16 gradient)
-    logits = tokens * (H * 2 + 4 + 8) + (2**24 // V) * V * (4 + 2 + 2)
+    # log-prob and int64 row; one chunk of 3 * 2**23 // V = 196 rows of logits (fp32 buffer,
+    # bf16 head output and bf16 gradient)
+    rows = 3 * 2**23 // V
+    assert rows == 196
+    logits = tokens * (H * 2 + 4 + 8) + rows * V * (4 + 2 + 2)
     assert estimate.breakdown["logits"] == pytest.approx(logits / GIB, abs=0.01)
     per_layer = (2 * 4 * H  # fp32 norm inputs
                  + (2 * Q + 2 * KV) * 2 + 32 * 4  # q, k, v, output (+ logsumexp)
                  + 3 * I * 2  # gate, up, SiLU outputs
                  + 3 * (H * 4 + H + 16 * 4) + (Q * 4 + Q + 16 * 4))  # LoRA: fp32 input, mask, A output
-    head_chunk = (2**24 // V) * V * 8
+    head_chunk = rows * V * 8
     # checkpointed layer inputs + final norm, then a recomputed layer's activations and their
     # gradients (beyond the head's chunk, which is gone by then)
     activations = tokens * (L * H * 2 + 4 * H) + 2 * per_layer * tokens - head_chunk
@@ -132,7 +134,8 @@ def test_qlora_8b_fits_a_24gb_gpu():
     total = (weights + lora * 6 + activations + logits) * (1 + FRAGMENTATION) / GIB + CUDA_CONTEXT_GB
     assert estimate.total_gb == pytest.approx(total, abs=0.02)
     assert 12.0 < estimate.total_gb < 12.6  # was 21.0 GiB with the full [8192, 128256] logits
-    assert estimate.breakdown["logits"] / estimate.total_gb < 0.02
+    # issue 18 asks for "a few percent": 0.25 of 12.3 GiB (one 196-row chunk + per-token state)
+    assert estimate.breakdown["logits"] / estimate.total_gb < 0.03
     assert estimate.fits and estimate.suggestion is None
     assert estimate.largest in ("weights", "activations")  # 5.39 and 5.38 GiB
     assert "streamed" in estimate.notes[0]

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 # Below this vocabulary the full logits are cheap and no slower; from it on, streamed.
 STREAM_MIN_VOCAB = 32768
-# Numbers per chunk of logits: 2**24 fp32 numbers are 64 MiB per buffer (128 rows at 128k).
-CHUNK_ELEMENTS = 1 << 24
+# Numbers per chunk of logits: 3 * 2**23 fp32 numbers are 96 MiB per buffer (196 rows at 128k).
+# benchmarks/logps_memory.py at 512 answer tokens, vocabulary 128256 (docs/performance.md):
+# 130 rows peaked 0.16x the full path in 1.2x its time, 196 rows 0.20x in 1.0x, 256 rows 0.24x;
+# the largest chunk that keeps the peak within 0.2x of the full logits at 512 tokens.
+CHUNK_ELEMENTS = 3 << 23
 # Buffers of one chunk alive at its peak (logits in the compute dtype, their fp32 copy, the
 # softmax turned into d logp / d logits in place, and the head's gradient input), in fp32 units.
 CHUNK_BUFFERS = 3.5
