@@ -50,6 +50,8 @@ _NUMERICS = ("hardware.precision", "hardware.quantization", "hardware.attention"
 
 # NF4 needs a 4-bit backend: checked at plan time, blamed on the field that asked for it.
 _QUANTIZATION = (("adapter.kind", "clo_recipes.hardware.detect:check_quantization"),)
+# bf16 on a CPU needs bf16 instructions: checked at plan time by every stage that runs the model.
+_PRECISION = (("hardware.precision", "clo_recipes.hardware.detect:check_precision"),)
 
 SPECS: dict[str, StageSpec] = {
     spec.kind: spec
@@ -66,16 +68,16 @@ SPECS: dict[str, StageSpec] = {
                   data=True, exports=("train.jsonl", "eval.jsonl")),
         StageSpec("reference", "clo_recipes.stages.reference",
                   ("model", "method", "adapter", "train.max_length", *_NUMERICS), 1,
-                  "precompute frozen reference log-probs", checks=_QUANTIZATION,
+                  "precompute frozen reference log-probs", checks=_QUANTIZATION + _PRECISION,
                   launched=True, for_methods=("clo",), exports=(REFERENCE_FILE,)),
         StageSpec("train", "clo_recipes.stages.train",
                   ("model", "language", "method", "adapter", "train", "hardware"), 1,
-                  "train the model", checks=_QUANTIZATION,
+                  "train the model", checks=_QUANTIZATION + _PRECISION,
                   launched=True, exports=(MODEL_DIR, "metrics.jsonl")),
         StageSpec("evaluate", "clo_recipes.stages.evaluate",
                   ("model", "language", "eval", "train.max_length", *_NUMERICS), 1,
                   "generate answers and score them",
-                  checks=(("eval.lm_eval_tasks", "clo_recipes.evaluation.lm_eval_bridge:check_recipe"),
+                  checks=(*_PRECISION, ("eval.lm_eval_tasks", "clo_recipes.evaluation.lm_eval_bridge:check_recipe"),
                           ("eval.generation_backend", "clo_recipes.evaluation.backend_checks:check_recipe")),
                   exports=("metrics.json", "answers.jsonl")),
         StageSpec("judge", "clo_recipes.stages.judge", ("language", "eval.judge"), 1,

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -252,3 +253,34 @@ def check_quantization(recipe: Any) -> None:
     raise CloError(f"{asked} needs a 4-bit backend and none is installed (bitsandbytes not found)",
                    hint="pip install bitsandbytes==0.50.2 (runs NF4 on CPU and CUDA), "
                         "or use adapter.kind: lora with hardware.quantization: none")
+
+
+# CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: x86's AVX512-BF16 or AMX-BF16,
+# Arm's BF16 extension. Without them torch still computes bf16 but through fp32 conversions in
+# every kernel: slower than fp32 itself, so there is no reason to ask for it there.
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU has native bf16 instructions; None where its flags cannot be read."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return bool(CPU_BF16_FLAGS & set(value.split()))
+    return None
+
+
+def check_precision(recipe: Any) -> None:
+    """Plan-time check (stage table): bf16 on a CPU (`num_gpus: 0`) needs native bf16
+    instructions. GPUs without bf16 are lowered to fp16 by `machine_adjustments` instead."""
+    if recipe.hardware.precision != "bf16" or recipe.hardware.num_gpus or cpu_bf16() is not False:
+        return
+    from ..errors import CloError
+
+    raise CloError("hardware.precision: bf16 needs a CPU with bf16 instructions (AVX512-BF16, AMX or Arm BF16) "
+                   "and this one has none",
+                   hint="use hardware.precision: fp32 on this machine (bf16 would be emulated, slower than fp32)")

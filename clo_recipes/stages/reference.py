@@ -42,7 +42,7 @@ def run(ctx: StageContext) -> dict:
                        quantization=hardware.quantization, for_training=True)
     if hardware.quantization == "none":  # a 4-bit base was loaded onto its device already
         model = model.to(accelerator.device)
-    path = choose_path(model)
+    path = choose_path(model, accelerator.autocast)
     started = time.perf_counter()
     bar = progress_bar(len(example_set.examples), f"reference {ctx.arm}", unit="sample",
                        enabled=accelerator.is_main_process and ctx.show_progress)

@@ -187,7 +187,7 @@ class Trainer:
                 param.data = param.data.float()
         self.trainable_count = sum(p.numel() for _, p in trainable_parameters(model))
         self.total_count = sum(p.numel() for p in model.parameters())
-        self.logps_path = choose_path(model)  # a no-grad probe on the bare model, before DDP/FSDP wrap it
+        self.logps_path = choose_path(model, self.accelerator.autocast)  # a no-grad probe on the bare model, before DDP/FSDP wrap it
         self.model = self.accelerator.prepare(model)
 
     # ---- one phase ---------------------------------------------------------------------

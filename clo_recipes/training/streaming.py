@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -117,8 +118,10 @@ def full_answer_logps(model: Any, inputs: dict[str, Any], labels: torch.Tensor) 
     return answer_logps(model(**inputs).logits, labels)
 
 
-def _probe_agrees(model: Any, path: LogpsPath) -> bool:
-    """Streamed and full log-probs on 2 x 6 probe tokens, in eval mode and without gradients."""
+def _probe_agrees(model: Any, path: LogpsPath, autocast: Callable[[], Any]) -> bool:
+    """Streamed and full log-probs on 2 x 6 probe tokens, in eval mode and without gradients,
+    under the same autocast as the real forwards (under bf16 the trainable weights are fp32
+    masters next to bf16 frozen ones: only autocast makes their products agree in dtype)."""
     config = text_config(model)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
@@ -131,7 +134,7 @@ def _probe_agrees(model: Any, path: LogpsPath) -> bool:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             logits = model(**inputs).logits
             full = answer_logps(logits, labels).sum
             streamed = streamed_answer_logps(model, inputs, labels, path).sum
@@ -141,8 +144,9 @@ def _probe_agrees(model: Any, path: LogpsPath) -> bool:
     return bool((streamed.double() - full.double()).abs().max() <= tolerance)
 
 
-def choose_path(model: Any) -> LogpsPath:
-    """The log-prob path for `model` (call before wrapping it for DDP/FSDP; cached on the model)."""
+def choose_path(model: Any, autocast: Callable[[], Any] = nullcontext) -> LogpsPath:
+    """The log-prob path for `model` (call before wrapping it for DDP/FSDP; cached on the model);
+    `autocast` is the context the forwards run in (accelerate's `Accelerator.autocast`)."""
     base = innermost(model)
     cached = getattr(base, "_clo_logps_path", None)
     if cached is not None:
@@ -154,7 +158,7 @@ def choose_path(model: Any) -> LogpsPath:
         path = LogpsPath(False, f"full logits: {type(base).__name__} has no output embeddings to stream")
     else:
         path = LogpsPath(True, f"streamed: vocabulary {vocab:,}", chunk_tokens(vocab), logit_transform(text_config(model)))
-        if not _probe_agrees(base, path):
+        if not _probe_agrees(base, path, autocast):
             path = LogpsPath(False, f"full logits: {type(base).__name__}'s streamed log-probs differ from its "
                                     "logits' on a probe (an output head or logit transform this engine does not know)")
     base._clo_logps_path = path
