@@ -164,7 +164,7 @@ def test_the_image_installs_this_package_with_its_recipes_not_editable(image):
     assert steps_text[sources + 2] == "RUN pip wheel --no-build-isolation --no-deps --wheel-dir /dist ."
     extras = set(filter(None, (install.group(1) or "").strip("[]").split(",")))
     assert extras <= set(PYPROJECT["project"]["optional-dependencies"])
-    assert extras == ({"gpu"} if image == "gpu" else set())
+    assert extras == ({"gpu"} if image == "gpu" else {"qlora"})  # the CPU image runs QLoRA on bitsandbytes too
     # the runtime image takes the venv of the dependencies, then the package's wheel: no sources,
     # no build toolchain
     final = final_stage(IMAGES[image])
