@@ -100,7 +100,7 @@ def child(name: str, max_length: int) -> dict:
     from clo_recipes.methods.clo import CloLogps, clo_loss
     from clo_recipes.training.batch import forward_logps
     from clo_recipes.training.checkpoint import trainable_parameters
-    from clo_recipes.training.loop import build_optimizer
+    from clo_recipes.training.optimizers import build_optimizer
     from clo_recipes.training.scope import apply_adapter
     from clo_recipes.training.streaming import LogpsPath, choose_path
 

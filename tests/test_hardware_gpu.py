@@ -50,7 +50,7 @@ def test_qlora_trains_and_peak_memory_matches_the_estimate(small_llama):
     pytest.importorskip("bitsandbytes")
     from clo_recipes.recipe.schema.adapter import AdapterSection
     from clo_recipes.training.loading import load_model
-    from clo_recipes.training.loop import build_optimizer
+    from clo_recipes.training.optimizers import build_optimizer
     from clo_recipes.training.scope import apply_adapter
 
     estimate = estimate_memory(

@@ -32,11 +32,11 @@ from .checkpoint import CheckpointStore, identity_hash, trainable_parameters
 from .data import Example, build_examples, iterate_steps, steps_per_epoch, total_steps
 from .loading import load_model, load_tokenizer, quantization_config
 from .objectives import Objective, objective_for, phases_of
+from .optimizers import build_optimizer, build_scheduler
 from .reference import attach_reference, compute_reference, write_reference
 from .scope import apply_adapter
 from .streaming import choose_path
 from .trackers import flat_config, tracker_names
-
 
 
 @dataclass
@@ -69,29 +69,6 @@ def check_environment(job: TrainJob) -> list[str]:
             raise CloError(f"hardware.optimizer {job.hardware.optimizer} needs the bitsandbytes package",
                            hint="pip install bitsandbytes, or use optimizer: adamw_torch")
     return tracker_names(job.train.report_to)
-
-
-def build_optimizer(named_params: list[tuple[str, Any]], kind: str, lr: float, weight_decay: float) -> Any:
-    """AdamW over the trainable weights; biases and norms get no weight decay."""
-    import torch
-
-    decay = [p for _, p in named_params if p.ndim >= 2]
-    no_decay = [p for _, p in named_params if p.ndim < 2]
-    groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
-              if g["params"]]
-    if kind == "adamw_torch":
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
-    import bitsandbytes as bnb
-
-    cls = bnb.optim.PagedAdamW8bit if kind == "paged_adamw_8bit" else bnb.optim.AdamW8bit
-    return cls(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
-
-
-def build_scheduler(optimizer: Any, name: str, warmup_ratio: float, steps: int) -> Any:
-    from transformers import get_scheduler
-
-    kind = "constant_with_warmup" if name == "constant" else name
-    return get_scheduler(kind, optimizer, num_warmup_steps=math.ceil(warmup_ratio * steps), num_training_steps=steps)
 
 
 class StepTotals:
