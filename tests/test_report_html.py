@@ -222,7 +222,8 @@ def test_sweep_page_reads_clo_at_n_against_sft_at_2n_and_links_each_point(tmp_pa
     from test_eval_reports import run_stage, write_evaluation
 
     from clo_recipes.engine.store import RunStore
-    from clo_recipes.evaluation.sweep import parse_grid, run_sweep, write_sweep
+    from clo_recipes.evaluation.sweep import write_sweep
+    from clo_recipes.runner.sweep import parse_grid, run_sweep
     from clo_recipes.stages import report as report_stage
 
     spanish = {("clo", "2"): 2, ("clo", "4"): 3, ("sft", "2"): 0, ("sft", "4"): 1}  # of 4 Spanish prompts

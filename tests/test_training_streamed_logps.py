@@ -188,17 +188,12 @@ def test_mixed_precision_wrapper_returns_log_probs_not_logits():
     model = tiny_llama(vocab=300).float()
     for name, param in model.named_parameters():
         param.requires_grad_("self_attn" in name)
-    from accelerate.state import AcceleratorState
-
     accelerator = Accelerator(mixed_precision="bf16", cpu=True)
-    try:
-        wrapped = accelerator.prepare(model)
-        inputs, labels = batch()
-        with accelerator.autocast():
-            full = full_answer_logps(wrapped, inputs, labels).sum
-            streamed = streamed_answer_logps(wrapped, inputs, labels, LogpsPath(True, "test", 5))
-    finally:  # accelerate's state is process-wide: later tests' trainers pick their own precision
-        AcceleratorState._reset_state(reset_partial_state=True)
+    wrapped = accelerator.prepare(model)
+    inputs, labels = batch()
+    with accelerator.autocast():
+        full = full_answer_logps(wrapped, inputs, labels).sum
+        streamed = streamed_answer_logps(wrapped, inputs, labels, LogpsPath(True, "test", 5))
     assert streamed.sum.dtype == torch.float32 and streamed.sum.requires_grad
     assert torch.allclose(streamed.sum, full, rtol=2 ** -6, atol=0)
     streamed.sum.sum().backward()
