@@ -187,7 +187,8 @@ class Trainer:
                 param.data = param.data.float()
         self.trainable_count = sum(p.numel() for _, p in trainable_parameters(model))
         self.total_count = sum(p.numel() for p in model.parameters())
-        self.logps_path = choose_path(model)  # a no-grad probe on the bare model, before DDP/FSDP wrap it
+        with self.accelerator.autocast():  # a no-grad probe on the bare model, before DDP/FSDP wrap it; under
+            self.logps_path = choose_path(model)  # autocast, as training runs: fp32 trained weights, bf16 rest
         self.model = self.accelerator.prepare(model)
 
     # ---- one phase ---------------------------------------------------------------------
