@@ -40,20 +40,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import gc
 import importlib.util
 import json
 import os
-import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,46 +55,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import WORDS_EN, WORDS_ES, PeakMemory  # noqa: E402  (shared data words, RSS probe)
+# the benchmarks' shared modules (this folder): shapes and FLOPs, memory probes, the report, TRL's side
+from probes import WORDS_EN, WORDS_ES, DeviceMemory, environment, parameter_bytes, release  # noqa: E402
+from report import Report, part, run_tests  # noqa: E402
+from shapes import LLAMA3_8B, TINY_LLAMA, FlopCounts, build_random_llama, count_flops, shape  # noqa: E402
+from trl_dpo import run_trl  # noqa: E402
 
-GIB = 1024**3
 # Dense bf16 tensor-core peaks from the vendor data sheets (SXM parts), TFLOP/s.
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}
-LLAMA3_8B = "meta-llama/meta-llama-3-8b"
-ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-
-# ---- the FLOP formula ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FlopCounts:
-    model: float
-    hardware: float
-    tokens: int
-
-
-def count_flops(arch: Any, sequences: list[tuple[int, int]], *, adapter_kind: str, lora_rank: int,
-                checkpointing: bool) -> FlopCounts:
-    """Model and hardware FLOPs of one forward + backward over `sequences` ((length, answer
-    length) pairs) for attention-only training (see the module docstring)."""
-    body = arch.linear_params
-    head = arch.vocab * arch.hidden
-    if adapter_kind in ("lora", "qlora"):
-        trained, adapter = 0, arch.lora_params(list(ATTENTION_MODULES), lora_rank)
-    else:
-        trained, adapter = arch.attention_params, 0
-    width = arch.q_dim  # attention scores run at the query width
-    model = hardware = 0.0
-    tokens = 0
-    for length, answer in sequences:
-        linear = (4 * body + 2 * trained + 6 * adapter) * length + 4 * head * (answer + 1)
-        scores = 12 * arch.layers * width * length**2
-        model += linear + scores
-        hardware += linear + scores
-        if checkpointing:
-            hardware += (2 * body + 2 * adapter) * length + 4 * arch.layers * width * length**2
-        tokens += length
-    return FlopCounts(model, hardware, tokens)
 
 
 # ---- data ----------------------------------------------------------------------------------
@@ -124,12 +86,7 @@ def make_rows(count: int, seed: int, answer_words: int) -> list[dict]:
 # ---- model ---------------------------------------------------------------------------------
 
 def model_config(cpu_tiny: bool) -> dict[str, Any]:
-    from clo_recipes.hardware.known_models import KNOWN_MODELS
-
-    if cpu_tiny:
-        return {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "tie_word_embeddings": False}
-    return dict(KNOWN_MODELS[LLAMA3_8B])
+    return dict(TINY_LLAMA) if cpu_tiny else shape(LLAMA3_8B)
 
 
 def workspace(cpu_tiny: bool, config: dict[str, Any]) -> Path:
@@ -143,78 +100,7 @@ def workspace(cpu_tiny: bool, config: dict[str, Any]) -> Path:
     return Path(tempfile.mkdtemp(prefix="clo-gpu-check-"))
 
 
-def build_model(folder: Path, config: dict[str, Any], device: str) -> dict[str, Any]:
-    """Random bf16 weights of `config`'s shape and the tiny test tokenizer (its ids fit any
-    vocabulary), saved like a hub checkpoint."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from clo_recipes.testing.tiny import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    llama = LlamaConfig(
-        vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
-        intermediate_size=config["intermediate_size"], num_hidden_layers=config["num_hidden_layers"],
-        num_attention_heads=config["num_attention_heads"], num_key_value_heads=config["num_key_value_heads"],
-        tie_word_embeddings=config["tie_word_embeddings"], max_position_embeddings=8192, rope_theta=500000.0,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    started = time.perf_counter()
-    torch.manual_seed(0)
-    with torch.device(device):  # initialising 8B weights on the GPU takes seconds, on CPU minutes
-        model = LlamaForCausalLM(llama).to(torch.bfloat16)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    count = sum(p.numel() for p in model.parameters())
-    del model
-    release()
-    return {"parameters": count, "build_seconds": time.perf_counter() - started}
-
-
-def release() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 # ---- memory --------------------------------------------------------------------------------
-
-class DeviceMemory:
-    """Peak memory of a block: the CUDA caching allocator's reserved bytes (the CUDA context
-    is outside it), or on CPU the resident-set growth."""
-
-    def __init__(self, cuda: bool):
-        self.cuda = cuda
-
-    def __enter__(self):
-        import torch
-
-        release()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()  # per part: an earlier part must not inflate this one
-            self.start = torch.cuda.memory_allocated()
-            self.start_reserved = torch.cuda.memory_reserved()
-        else:
-            self.rss = PeakMemory().__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak_gib = (torch.cuda.max_memory_reserved() - self.start_reserved) / GIB
-            self.allocated_gib = (torch.cuda.max_memory_allocated() - self.start) / GIB
-        else:
-            self.rss.__exit__(*exc)
-            self.peak_gib = self.allocated_gib = self.rss.growth_mb / 1024
-
-    def record(self) -> dict[str, Any]:
-        what = "torch.cuda.max_memory_reserved growth in this part" if self.cuda else "resident-set growth (CPU)"
-        return {"peak_gib": self.peak_gib, "peak_allocated_gib": self.allocated_gib, "measured_as": what}
-
 
 def plan_estimate(config: dict[str, Any], setup: dict[str, Any], longest: int) -> dict[str, Any]:
     """`plan`'s estimate for this run, at the longest sequence the run trains on."""
@@ -230,32 +116,6 @@ def plan_estimate(config: dict[str, Any], setup: dict[str, Any], longest: int) -
 
 
 # ---- parts ---------------------------------------------------------------------------------
-
-def run_tests(timeout: int) -> dict[str, Any]:
-    """`pytest -m cuda` over the files that use the marker; counts from its JUnit XML."""
-    import xml.etree.ElementTree as ElementTree
-
-    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py")
-                   if "mark.cuda" in p.read_text(encoding="utf-8"))
-    with tempfile.TemporaryDirectory() as tmp:
-        junit = Path(tmp) / "junit.xml"
-        command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                   f"--junitxml={junit}", *files]
-        started = time.perf_counter()
-        try:
-            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as error:
-            tail = (error.stdout or b"")[-3000:]
-            return {"files": files, "error": f"timed out after {timeout} s", "tail": str(tail)}
-        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-        if junit.is_file():
-            for suite in ElementTree.parse(junit).getroot().iter("testsuite"):
-                for key in counts:
-                    counts[key] += int(suite.get(key, 0))
-    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    return {"files": files, "command": " ".join(command[1:]), "returncode": done.returncode,
-            "seconds": time.perf_counter() - started, **counts, "tail": (done.stdout + done.stderr)[-3000:]}
-
 
 def clo_job(folder: Path, rows: list[dict], args, setup: dict[str, Any], work: Path):
     from clo_recipes.recipe.schema.adapter import AdapterSection
@@ -294,6 +154,7 @@ def run_clo(folder: Path, rows: list[dict], args, setup: dict[str, Any], cuda: b
         started = time.perf_counter()
         trainer.prepare_model()
         load_seconds = time.perf_counter() - started
+        stored = parameter_bytes(trainer.model)  # as loaded and wrapped: NF4 base in uint8, trained weights fp32
         started = time.perf_counter()
         logps = compute_reference(trainer.model, trainer.examples, PREFERENCE_SEQUENCES, pad_id=trainer.pad_id,
                                   device=trainer.accelerator.device, autocast=trainer.accelerator.autocast)
@@ -308,7 +169,8 @@ def run_clo(folder: Path, rows: list[dict], args, setup: dict[str, Any], cuda: b
               "first_preference_loss": steps[0].get("preference"),
               "load_seconds": load_seconds, "reference_seconds": reference_seconds,
               "trainable_parameters": trainer.trainable_count, "total_parameters": trainer.total_count,
-              "memory": memory.record()}
+              "parameter_bytes_by_dtype": stored, "log_probs": trainer.logps_path.reason,
+              "log_probs_streamed": trainer.logps_path.streamed, "memory": memory.record()}
     trainer.accelerator.free_memory()  # the accelerator keeps the model and optimizer otherwise
     del trainer
     shutil.rmtree(work, ignore_errors=True)
@@ -316,153 +178,7 @@ def run_clo(folder: Path, rows: list[dict], args, setup: dict[str, Any], cuda: b
     return result
 
 
-def dpo_pairs(rows: list[dict]) -> list[dict]:
-    """Each CLO sample as its two cross-lingual preference pairs (what the CLO loss compares)."""
-    pairs = []
-    for row in rows:
-        for query, chosen, rejected in ((row["x_en"], row["y_en"], row["y_l"]), (row["x_l"], row["y_l"], row["y_en"])):
-            pairs.append({"prompt": [{"role": "user", "content": query}],
-                          "chosen": [{"role": "assistant", "content": chosen}],
-                          "rejected": [{"role": "assistant", "content": rejected}]})
-    return pairs
-
-
-def run_trl(folder: Path, rows: list[dict], args, setup: dict[str, Any], cuda: bool) -> dict[str, Any]:
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
-
-    from clo_recipes.training.scope import attention_modules
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    output = Path(tempfile.mkdtemp(prefix="trl-", dir=folder.parent))
-    micro_rows = 2 * setup["micro_batch"]  # two pairs per CLO sample
-    with DeviceMemory(cuda) as memory:
-        started = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation=setup["attention"])
-        model.config.use_cache = False
-        trained = set(attention_modules(model))
-        for name, param in model.named_parameters():  # attention-only, fp32 master weights, as the engine
-            train = name.rsplit(".", 1)[0] in trained
-            param.requires_grad_(train)
-            if train:
-                param.data = param.data.float()
-        config = DPOConfig(
-            output_dir=str(output), per_device_train_batch_size=micro_rows,
-            gradient_accumulation_steps=args.global_batch // setup["micro_batch"], max_steps=args.steps,
-            learning_rate=8e-6, lr_scheduler_type="constant", warmup_steps=0, beta=0.1, loss_type=["sigmoid"],
-            precompute_ref_log_probs=True, precompute_ref_batch_size=micro_rows, max_length=args.max_length,
-            report_to="none", use_cpu=not cuda, bf16=True, save_strategy="no", logging_steps=1, disable_tqdm=True,
-            dataloader_num_workers=0, seed=42, gradient_checkpointing=setup["checkpointing"],
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-        trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(dpo_pairs(rows)),
-                             processing_class=tokenizer)
-        setup_seconds = time.perf_counter() - started
-        if not hasattr(trainer, "_total_train_tokens"):
-            raise RuntimeError("this TRL version does not count trained tokens (_total_train_tokens)")
-
-        class StepClock(TrainerCallback):
-            def __init__(self):
-                self.seconds, self.tokens = [], []
-
-            def on_step_begin(self, *_, **__):
-                if cuda:
-                    torch.cuda.synchronize()
-                self.begun, self.before = time.perf_counter(), trainer._total_train_tokens
-
-            def on_step_end(self, *_, **__):
-                if cuda:
-                    torch.cuda.synchronize()
-                self.seconds.append(time.perf_counter() - self.begun)
-                self.tokens.append(trainer._total_train_tokens - self.before)
-
-        clock = StepClock()
-        trainer.add_callback(clock)
-        with contextlib.redirect_stdout(sys.stderr):  # its per-step log dicts; stdout keeps the summary
-            trainer.train()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    tokens, seconds = sum(clock.tokens[1:]), sum(clock.seconds[1:])
-    result = {"tokens_per_second": tokens / seconds, "timed_steps": len(clock.seconds) - 1, "timed_tokens": tokens,
-              "seconds_per_step": seconds / (len(clock.seconds) - 1), "first_loss": losses[0] if losses else None,
-              "first_preference_loss": losses[0] if losses else None,
-              "setup_seconds": setup_seconds, "memory": memory.record()}
-    trainer.accelerator.free_memory()
-    del trainer, model
-    shutil.rmtree(output, ignore_errors=True)
-    release()
-    return result
-
-
 # ---- driver --------------------------------------------------------------------------------
-
-class Report:
-    """The JSON result, rewritten after every part (a run cut short keeps what it finished)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.data: dict[str, Any] = {"script": "benchmarks/gpu_check.py",
-                                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                                     "notes": []}
-
-    def note(self, text: str) -> None:
-        print(f"note: {text}", flush=True)
-        self.data["notes"].append(text)
-
-    def save(self) -> None:
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(self.data, indent=1, default=str))
-            temporary.replace(self.path)
-
-
-def part(report: Report, name: str, deadline: float, needs_seconds: float, run) -> dict[str, Any] | None:
-    """Run one part unless the time budget is spent; a failure is recorded, not raised."""
-    left = deadline - time.perf_counter()
-    if left < needs_seconds:
-        report.data[name] = {"skipped": f"out of time budget ({left:.0f} s left, about {needs_seconds:.0f} s needed)"}
-        report.save()
-        return None
-    print(f"--- {name}", flush=True)
-    started = time.perf_counter()
-    try:
-        result = run()
-    except Exception as error:  # noqa: BLE001  one part's failure must not lose the others
-        result = {"error": f"{type(error).__name__}: {error}"[:2000], "traceback": traceback.format_exc()[-4000:]}
-        print(result["traceback"], file=sys.stderr, flush=True)
-        release()
-    result["part_seconds"] = time.perf_counter() - started
-    report.data[name] = result
-    report.save()
-    return result
-
-
-def environment(cuda: bool) -> dict[str, Any]:
-    import torch
-
-    found = {"python": platform.python_version(), "torch": torch.__version__, "cuda_available": cuda,
-             "cpu_count": os.cpu_count()}
-    for package in ("transformers", "accelerate", "peft", "trl", "bitsandbytes", "flash_attn"):
-        found[package] = _version(package)
-    if cuda:
-        found["gpu"] = torch.cuda.get_device_name(0)
-        found["gpu_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / GIB
-        found["cuda"] = torch.version.cuda
-    return found
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    if importlib.util.find_spec(package) is None:
-        return None
-    try:
-        return version(package.replace("_", "-"))
-    except PackageNotFoundError:
-        return "installed"
-
 
 def peak_tflops(args, env: dict[str, Any]) -> float | None:
     if args.peak_tflops:
@@ -489,6 +205,10 @@ def compare_memory(result: dict[str, Any] | None, estimate: dict[str, Any]) -> N
     result["peak_over_estimate"] = result["memory"]["peak_gib"] / estimate["without_cuda_context_gib"]
 
 
+def path_cell(streamed: bool | None) -> str:
+    return "-" if streamed is None else "streamed" if streamed else "full logits"
+
+
 def summary(report: Report) -> list[str]:
     data = report.data
     columns = [("clo", "engine CLO"), ("trl_dpo", "TRL DPOTrainer"), ("qlora", "engine QLoRA")]
@@ -512,6 +232,8 @@ def summary(report: Report) -> list[str]:
                             ("peak / estimate", "peak_over_estimate", ".2f"),
                             ("step-1 preference loss", "first_preference_loss", ".4f")):
         lines.append(f"{label:30}" + "".join(f"{cell(name, key, fmt):>17}" for name, _ in columns))
+    lines.append(f"{'log-prob path':30}" + "".join(
+        f"{path_cell((data.get(name) or {}).get('log_probs_streamed')):>17}" for name, _ in columns))
     for name, title in columns:
         reason = (data.get(name) or {}).get("skipped")
         if reason:
@@ -561,11 +283,6 @@ def main() -> int:
     env = report.data["environment"] = environment(cuda)
     report.save()
 
-    if "tests" in skip:
-        report.data["tests"] = {"skipped": "left out by --skip"}
-    else:  # first, before this process holds GPU memory
-        part(report, "tests", deadline, 20, lambda: run_tests(args.tests_timeout))
-
     from clo_recipes.hardware.architecture import Architecture
     from clo_recipes.training.loading import resolve_attention
 
@@ -596,7 +313,7 @@ def main() -> int:
     folder = workspace(args.cpu_tiny, config)
     try:
         built = part(report, "model", deadline, 30,
-                     lambda: build_model(folder / "model", config, "cuda" if cuda else "cpu"))
+                     lambda: build_random_llama(folder / "model", config, "cuda" if cuda else "cpu"))
         if built is None or "error" in built:
             return 1
         rows, data = prepare_data(folder / "model", args)
@@ -605,6 +322,7 @@ def main() -> int:
         sequences = data.pop("_sequences")
         report.save()
 
+        # parts by value: the CLO step, QLoRA, the CUDA tests, the TRL comparison
         clo = part(report, "clo", deadline, 60, lambda: run_clo(folder / "model", rows, args, setups["clo"], cuda))
         counts = count_flops(arch, sequences, adapter_kind="full", lora_rank=16, checkpointing=base["checkpointing"])
         add_flops(clo, counts, peak)
@@ -612,11 +330,10 @@ def main() -> int:
         report.save()
 
         reason = ("left out by --skip" if "qlora" in skip else
-                  "4-bit NF4 needs a CUDA GPU (CPU run)" if not cuda else
                   "bitsandbytes is not importable" if importlib.util.find_spec("bitsandbytes") is None else None)
         if reason:
             report.data["qlora"] = {"skipped": reason}
-        else:
+        else:  # the engine's loading path (training/loading.py, scope.py): NF4 on CUDA, bitsandbytes' CPU backend here
             qlora = part(report, "qlora", deadline, 90,
                          lambda: run_clo(folder / "model", rows, args, setups["qlora"], cuda))
             add_flops(qlora, count_flops(arch, sequences, adapter_kind="qlora", lora_rank=16,
@@ -624,7 +341,11 @@ def main() -> int:
             compare_memory(qlora, plan_estimate(config, setups["qlora"], data["longest"]))
         report.save()
 
-        trl = None
+        if "tests" in skip:
+            report.data["tests"] = {"skipped": "left out by --skip"}
+        else:  # a child process: this one has released its GPU memory (part() and run_clo empty the cache)
+            part(report, "tests", deadline, 20, lambda: run_tests(args.tests_timeout))
+
         if "trl_dpo" in skip:
             report.data["trl_dpo"] = {"skipped": "left out by --skip"}
         elif importlib.util.find_spec("trl") is None:

@@ -33,13 +33,13 @@ from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-LLAMA3_8B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
-             "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256, "tie_word_embeddings": False,
-             "rms_norm_eps": 1e-5, "rope_theta": 500000.0}
-QWEN25_3B = {"model_type": "qwen2", "hidden_size": 2048, "intermediate_size": 11008, "num_attention_heads": 16,
-             "num_key_value_heads": 2, "head_dim": 128, "vocab_size": 151936, "tie_word_embeddings": True,
-             "rms_norm_eps": 1e-6, "rope_theta": 1000000.0}
+import shapes  # noqa: E402  (model shapes from the repo's known configs, shared with gpu_check)
+from probes import parameter_bytes  # noqa: E402
+from shapes import shape  # noqa: E402
+
+LLAMA3_8B, QWEN25_3B = shape(shapes.LLAMA3_8B), shape(shapes.QWEN25_3B)  # layers set per run below
 SHAPES = {  # name -> (config, layers, adapter kind, trainable)
     "llama3-8b-2l/lora": (LLAMA3_8B, 2, "lora", "attention"),
     "llama3-8b-2l/attention": (LLAMA3_8B, 2, "full", "attention"),
@@ -148,9 +148,7 @@ def child(name: str, max_length: int) -> dict:
         loss = step(model, optimizer, batch)
         seconds.append(time.perf_counter() - started)
     peak_kib = status_kib("VmHWM")
-    params = {}
-    for param in model.parameters():
-        params[str(param.dtype)] = params.get(str(param.dtype), 0) + param.numel() * param.element_size()
+    params = parameter_bytes(model)
     return {"measured_gib": (peak_kib - base_kib) / 2**20, "after_build_gib": (built_kib - base_kib) / 2**20,
             "parameter_gib": {k: round(v / GIB, 3) for k, v in params.items()}, "step_seconds": seconds,
             "loss": loss}

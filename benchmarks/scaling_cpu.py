@@ -44,7 +44,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import PeakMemory, make_rows  # noqa: E402  (same data and memory probe)
+from probes import PeakMemory  # noqa: E402  (the shared memory probe)
+from train_throughput import make_rows  # noqa: E402  (same data)
 
 CONFIGS = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (1, 2)}
 

@@ -28,17 +28,13 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-WORDS_EN = ("the cat dog water park morning egg capital city river house tree sun rain bread honey "
-            "week day night season winter summer friend book school music road market garden").split()
-WORDS_ES = ("el gato perro agua parque mañana huevo capital ciudad río casa árbol sol lluvia pan miel "
-            "semana día noche estación invierno verano amigo libro escuela música camino mercado jardín").split()
+from probes import WORDS_EN, WORDS_ES, PeakMemory  # noqa: E402,F401  (shared with the other benchmarks)
 
 
 # ---- shared setup --------------------------------------------------------------------------
@@ -74,40 +70,6 @@ def prepare(folder: Path, args) -> None:
             param.add_(0.02 * torch.randn_like(param))
     model.save_pretrained(folder / "reference-model")
     (folder / "rows.json").write_text(json.dumps(make_rows(args.samples, seed=1), ensure_ascii=False))
-
-
-class PeakMemory:
-    """Peak resident-set growth while a block runs (sampled every 5 ms from /proc)."""
-
-    def __init__(self):
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * self.page
-
-    def __enter__(self):
-        self.start = self._rss()
-        self.peak = self.start
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-        return self
-
-    def _watch(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def growth_mb(self) -> float:
-        return (self.peak - self.start) / 2**20
 
 
 # ---- this engine ---------------------------------------------------------------------------
