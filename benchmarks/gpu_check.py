@@ -1,25 +1,29 @@
-"""The prepared GPU check: CUDA tests, then CLO training speed and memory on a Llama-3-8B shape.
+"""The prepared GPU check: CLO training speed and memory on a Llama-3-8B shape, QLoRA, CUDA tests, TRL.
 
-    python benchmarks/gpu_check.py --out $OUT/gpu_check.json      # one GPU, no network, < 8 minutes on an H200
+    python benchmarks/gpu_check.py --out $OUT/gpu_check.json      # one GPU, no network, 300 s budget
     python benchmarks/gpu_check.py --cpu-tiny --out /tmp/gc.json  # the same path, tiny model, CPU (CI runs this)
 
-Parts, in order; each is recorded in the JSON as soon as it ends, so a run cut short keeps
-what it finished, and a part that fails is recorded with its error while the rest go on:
+Parts, most valuable first; each is recorded in the JSON as soon as it ends (report.py), so a
+run cut short keeps what it finished, a part that fails is recorded with its error while the
+rest go on, and a part that would end past --budget-s is skipped, saying so. The peak-memory
+counter is reset per part (probes.py), and each training part records its parameter bytes by
+dtype and which log-prob path the engine chose (streamed from 32,768 tokens of vocabulary).
 
-1. `pytest -m cuda` over the test files that carry the marker (all skip on CPU).
-2. A randomly initialised model of Llama-3-8B's shape (`known_models.py`; config only, no
-   weights to download), saved once in bf16 (under /dev/shm when it has room).
-3. `clo`: the engine's own `Trainer` (prepare data, load, reference log-probs, the training
+1. A randomly initialised model of Llama-3-8B's shape (shapes.py, from `known_models.py`;
+   config only, nothing to download), saved once in bf16 (under /dev/shm when it has room).
+   --cpu-tiny: a 2-layer Llama whose 32,768-token vocabulary also takes the streamed path.
+2. `clo`: the engine's own `Trainer` (prepare data, load, reference log-probs, the training
    phase), bf16 autocast, attention-only (q/k/v/o trained in fp32, AdamW), gradient
    checkpointing as the single-80gb profile; tokens/s, MFU and peak memory against `plan`'s
    estimate (`hardware/memory.py`) for the same setup.
-4. `trl_dpo`: the same samples (each CLO sample = its two cross-lingual preference pairs), the
-   same global batch, micro-batch, steps, trainable weights, fp32 master weights and
-   checkpointing through TRL's `DPOTrainer` (sigmoid loss, precomputed reference): the ratio.
-5. `qlora`: the engine's Trainer with `adapter.kind: qlora` (NF4 base, LoRA r=16 on the
-   attention projections), when CUDA and bitsandbytes are there; otherwise skipped, saying why.
+3. `qlora`: the same Trainer with `adapter.kind: qlora` (the engine's loading path: NF4 base,
+   LoRA r=16 on the attention projections) when bitsandbytes imports (on CPU its CPU backend).
+4. `tests`: `pytest -m cuda` over the test files that carry the marker (all skip on CPU).
+5. `trl_dpo` (trl_dpo.py): the same samples (each CLO sample = its two cross-lingual
+   preference pairs), the same global batch, micro-batch, steps, trainable weights, fp32
+   master weights and checkpointing through TRL's `DPOTrainer`: the ratio.
 
-FLOP count (model FLOPs, PaLM's convention: causal attention counted as full, norms and
+FLOP count (shapes.count_flops; model FLOPs, PaLM's convention: causal attention counted as full, norms and
 softmax left out), per sequence of s tokens with a answer tokens:
 
     (4·N_body + 2·N_trained + 6·N_adapter)·s + 4·N_head·(a + 1) + 12·L·d·s²
@@ -57,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # the benchmarks' shared modules (this folder): shapes and FLOPs, memory probes, the report, TRL's side
 from probes import WORDS_EN, WORDS_ES, DeviceMemory, environment, parameter_bytes, release  # noqa: E402
-from report import Report, part, run_tests  # noqa: E402
+from report import Report, part, ratios, run_tests, summary  # noqa: E402
 from shapes import LLAMA3_8B, TINY_LLAMA, FlopCounts, build_random_llama, count_flops, shape  # noqa: E402
 from trl_dpo import run_trl  # noqa: E402
 
@@ -203,46 +207,6 @@ def compare_memory(result: dict[str, Any] | None, estimate: dict[str, Any]) -> N
         return
     result["plan_estimate"] = estimate
     result["peak_over_estimate"] = result["memory"]["peak_gib"] / estimate["without_cuda_context_gib"]
-
-
-def path_cell(streamed: bool | None) -> str:
-    return "-" if streamed is None else "streamed" if streamed else "full logits"
-
-
-def summary(report: Report) -> list[str]:
-    data = report.data
-    columns = [("clo", "engine CLO"), ("trl_dpo", "TRL DPOTrainer"), ("qlora", "engine QLoRA")]
-
-    def cell(name: str, key: str, fmt: str) -> str:
-        result = data.get(name) or {}
-        if "skipped" in result:
-            return "skipped"
-        if "error" in result:
-            return "error"
-        value = result
-        for piece in key.split("."):
-            value = value.get(piece) if isinstance(value, dict) else None
-        return "-" if value is None else format(value, fmt)
-
-    lines = [f"{'':30}" + "".join(f"{title:>17}" for _, title in columns)]
-    for label, key, fmt in (("tokens/s", "tokens_per_second", ".0f"), ("seconds per step", "seconds_per_step", ".2f"),
-                            ("model TFLOP/s", "model_tflops_per_second", ".3g"), ("MFU", "mfu", ".1%"),
-                            ("HFU (with recomputation)", "hfu", ".1%"), ("peak memory (GiB)", "memory.peak_gib", ".2f"),
-                            ("plan estimate w/o context", "plan_estimate.without_cuda_context_gib", ".2f"),
-                            ("peak / estimate", "peak_over_estimate", ".2f"),
-                            ("step-1 preference loss", "first_preference_loss", ".4f")):
-        lines.append(f"{label:30}" + "".join(f"{cell(name, key, fmt):>17}" for name, _ in columns))
-    lines.append(f"{'log-prob path':30}" + "".join(
-        f"{path_cell((data.get(name) or {}).get('log_probs_streamed')):>17}" for name, _ in columns))
-    for name, title in columns:
-        reason = (data.get(name) or {}).get("skipped")
-        if reason:
-            lines.append(f"{title} skipped: {reason}")
-    for name, title in columns:
-        error = (data.get(name) or {}).get("error")
-        if error:
-            lines.append(f"{title} failed: {error.splitlines()[0][:300]}")
-    return lines
 
 
 def main() -> int:
@@ -396,18 +360,6 @@ def prepare_data(model_folder: Path, args) -> tuple[list[dict], dict[str, Any]]:
     lengths = [length for length, _ in sequences]
     return rows, {"samples": len(rows), "sequences": len(sequences), "tokens": sum(lengths),
                   "longest": max(lengths), "mean_length": sum(lengths) / len(lengths), "_sequences": sequences}
-
-
-def ratios(data: dict[str, Any]) -> dict[str, float | None]:
-    clo, trl = data.get("clo") or {}, data.get("trl_dpo") or {}
-
-    def ratio(a: Any, b: Any) -> float | None:
-        return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-
-    return {"tokens/s engine CLO / TRL DPOTrainer": ratio(clo.get("tokens_per_second"), trl.get("tokens_per_second")),
-            "peak memory engine CLO / TRL DPOTrainer": ratio((clo.get("memory") or {}).get("peak_gib"),
-                                                           (trl.get("memory") or {}).get("peak_gib")),
-            "peak memory engine CLO / plan estimate": clo.get("peak_over_estimate")}
 
 
 if __name__ == "__main__":

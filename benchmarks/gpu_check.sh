@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (benchmarks/gpu_check.py) on one GPU without network, in about 5 minutes:
+# The prepared GPU check (benchmarks/gpu_check.py) on one GPU without network, within a 300 s budget:
 #
 #   bash benchmarks/gpu_check.sh                # writes $OUT/gpu_check.json and $OUT/gpu_check.log (or ./)
 #   bash benchmarks/gpu_check.sh --cpu-tiny     # the same path with a tiny model on CPU

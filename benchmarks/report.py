@@ -1,4 +1,4 @@
-"""The GPU check's JSON report and its parts: each part is recorded as soon as it ends (a run
+"""The GPU check's JSON report, its printed table and ratios, and its parts: each part is recorded as soon as it ends (a run
 cut short keeps what it finished), a failing part is recorded with its error while the rest
 go on, and a part that would overrun the time budget is skipped, saying so."""
 
@@ -85,3 +85,57 @@ def run_tests(timeout: int) -> dict[str, Any]:
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
     return {"files": files, "command": " ".join(command[1:]), "returncode": done.returncode,
             "seconds": time.perf_counter() - started, **counts, "tail": (done.stdout + done.stderr)[-3000:]}
+
+
+# ---- the printed table ---------------------------------------------------------------------
+
+def path_cell(streamed: bool | None) -> str:
+    return "-" if streamed is None else "streamed" if streamed else "full logits"
+
+
+def summary(report: Report) -> list[str]:
+    data = report.data
+    columns = [("clo", "engine CLO"), ("trl_dpo", "TRL DPOTrainer"), ("qlora", "engine QLoRA")]
+
+    def cell(name: str, key: str, fmt: str) -> str:
+        result = data.get(name) or {}
+        if "skipped" in result:
+            return "skipped"
+        if "error" in result:
+            return "error"
+        value = result
+        for piece in key.split("."):
+            value = value.get(piece) if isinstance(value, dict) else None
+        return "-" if value is None else format(value, fmt)
+
+    lines = [f"{'':30}" + "".join(f"{title:>17}" for _, title in columns)]
+    for label, key, fmt in (("tokens/s", "tokens_per_second", ".0f"), ("seconds per step", "seconds_per_step", ".2f"),
+                            ("model TFLOP/s", "model_tflops_per_second", ".3g"), ("MFU", "mfu", ".1%"),
+                            ("HFU (with recomputation)", "hfu", ".1%"), ("peak memory (GiB)", "memory.peak_gib", ".2f"),
+                            ("plan estimate w/o context", "plan_estimate.without_cuda_context_gib", ".2f"),
+                            ("peak / estimate", "peak_over_estimate", ".2f"),
+                            ("step-1 preference loss", "first_preference_loss", ".4f")):
+        lines.append(f"{label:30}" + "".join(f"{cell(name, key, fmt):>17}" for name, _ in columns))
+    lines.append(f"{'log-prob path':30}" + "".join(
+        f"{path_cell((data.get(name) or {}).get('log_probs_streamed')):>17}" for name, _ in columns))
+    for name, title in columns:
+        reason = (data.get(name) or {}).get("skipped")
+        if reason:
+            lines.append(f"{title} skipped: {reason}")
+    for name, title in columns:
+        error = (data.get(name) or {}).get("error")
+        if error:
+            lines.append(f"{title} failed: {error.splitlines()[0][:300]}")
+    return lines
+
+
+def ratios(data: dict[str, Any]) -> dict[str, float | None]:
+    clo, trl = data.get("clo") or {}, data.get("trl_dpo") or {}
+
+    def ratio(a: Any, b: Any) -> float | None:
+        return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+    return {"tokens/s engine CLO / TRL DPOTrainer": ratio(clo.get("tokens_per_second"), trl.get("tokens_per_second")),
+            "peak memory engine CLO / TRL DPOTrainer": ratio((clo.get("memory") or {}).get("peak_gib"),
+                                                           (trl.get("memory") or {}).get("peak_gib")),
+            "peak memory engine CLO / plan estimate": clo.get("peak_over_estimate")}
