@@ -138,7 +138,7 @@ def child(name: str, max_length: int) -> dict:
     gc.collect()
     base_kib = status_kib("VmRSS")
     config, model, optimizer = build(config_dict, layers)
-    choose_path(model)  # its probe runs at setup, as in training.loop, before the measured steps
+    choose_path(model, accelerator.autocast)  # its probe runs at setup under autocast, as in training.loop
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS (model built)
     built_kib = status_kib("VmRSS")
     batch = clo_batch(config.vocab_size, max_length)
