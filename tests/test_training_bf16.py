@@ -11,26 +11,14 @@ from pathlib import Path
 
 import pytest
 from accelerate.state import AcceleratorState
-from test_training_stages import REPO, metrics, reference_dir, train
-from training_data import pairs_dir, training_recipe
+from test_training_stages import REPO, metrics, pairs, reference_dir, tiny, train  # noqa: F401 - fixtures
+from training_data import training_recipe
 
 from clo_recipes.files import read_jsonl
 from clo_recipes.hardware.detect import cpu_bf16
 
 # bf16 keeps 8 significant bits: a rounding moves a value by at most u = 2^-8 of itself.
 BF16_UNIT = 2.0 ** -8
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from clo_recipes.testing.tiny import build_tiny_llama
-
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    return pairs_dir(tmp_path_factory.mktemp("pairs") / "pairs-done")
 
 
 def precision_recipe(tiny: Path, precision: str) -> dict:
