@@ -373,14 +373,17 @@ def test_fsdp_on_cpu_processes_says_it_needs_gpus(prepared):
 
 
 ACCELERATE_ON_CPU = """
-import sys, torch
+import os, sys, torch
+from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import FullyShardedDataParallelPlugin
 from torch.distributed.fsdp import fully_shard
 
 accelerator = Accelerator(cpu=True, fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=int(sys.argv[1])))
 layer = fully_shard(torch.nn.Linear(4, 4))  # torch itself, on the same gloo group
-print(accelerator.distributed_type.name, accelerator.num_processes, tuple(layer.weight.to_local().shape), flush=True)
+# One file per rank: two processes printing to one pipe can interleave mid-line.
+report = f"{accelerator.distributed_type.name} {accelerator.num_processes} {tuple(layer.weight.to_local().shape)}"
+(Path(sys.argv[2]) / f"rank{os.environ['RANK']}.txt").write_text(report, encoding="utf-8")
 """
 
 
@@ -398,7 +401,8 @@ def test_accelerate_runs_its_fsdp_plugin_as_ddp_on_cpu_processes(tmp_path, fsdp_
     script.write_text(ACCELERATE_ON_CPU, encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
-                           str(fsdp_version)], env=environment(), capture_output=True, text=True, timeout=180)
+                           str(fsdp_version), str(tmp_path)], env=environment(), capture_output=True, text=True,
+                          timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = sorted(line for line in done.stdout.splitlines() if line.strip())
-    assert lines == ["MULTI_CPU 2 (2, 4)", "MULTI_CPU 2 (2, 4)"], done.stdout
+    reports = [(tmp_path / f"rank{rank}.txt").read_text(encoding="utf-8") for rank in (0, 1)]
+    assert reports == ["MULTI_CPU 2 (2, 4)", "MULTI_CPU 2 (2, 4)"], reports
