@@ -48,6 +48,11 @@ def status_kib(field: str) -> int:
     raise RuntimeError(field)
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (/proc/loadavg): the machine is shared."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def head_child(method: str, tokens: int, repeats: int) -> dict:
     import torch
 
@@ -74,7 +79,7 @@ def head_child(method: str, tokens: int, repeats: int) -> dict:
             del logits
             loss = -result.sum.sum()
         elif method.startswith("streamed"):
-            rows = int(method.split("@")[1]) if "@" in method else chunk_tokens(VOCAB)
+            rows = int(method.split("@")[1]) if "@" in method else chunk_tokens(VOCAB, tokens)
             per_token = streamed_token_logps(hidden, targets, head, head_trains=False, chunk_tokens=rows)
             loss = clo_like(per_token)
         elif method == "trl":
@@ -96,13 +101,16 @@ def head_child(method: str, tokens: int, repeats: int) -> dict:
 
     Path("/proc/self/clear_refs").write_text("5")
     base = status_kib("VmRSS")
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
         hidden.grad = None
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         run()
         best = min(best, time.perf_counter() - started)
-    return {"peak_gib": (status_kib("VmHWM") - base) / 2**20, "seconds": best}
+        best_cpu = min(best_cpu, time.process_time() - started_cpu)
+    # CPU seconds (all of the process's threads) move less than wall seconds when other jobs
+    # share the cores: the wall clock also counts the time this process waited for a core
+    return {"peak_gib": (status_kib("VmHWM") - base) / 2**20, "seconds": best, "cpu_seconds": best_cpu}
 
 
 def smollm2_throughput(steps: int, length: int) -> dict:
@@ -133,7 +141,6 @@ def smollm2_throughput(steps: int, length: int) -> dict:
     names = ("en_en", "en_l", "l_l", "l_en")
     batch = Batch([chunk], torch.full((4,), length - 16), names, 1, 4 * length, {n: torch.tensor([-50.0]) for n in names})
     times: dict[str, list[float]] = {"full": [], "streamed": []}
-    head_times: dict[str, list[float]] = {"full": [], "streamed": []}
     for step in range(steps + 1):
         for name, path in (("full", full), ("streamed", streamed)) if step % 2 else (("streamed", streamed), ("full", full)):
             started = time.perf_counter()
@@ -153,7 +160,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, nargs="*", default=[512, 2048])
     parser.add_argument("--methods", nargs="*", default=["full", "streamed", "trl", "liger"])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per process (best kept)")
+    parser.add_argument("--rounds", type=int, default=1, help="fresh processes per path, order alternating")
     parser.add_argument("--smollm2", action="store_true")
     parser.add_argument("--smollm2-steps", type=int, default=4)
     parser.add_argument("--smollm2-length", type=int, default=256)
@@ -162,28 +170,44 @@ def main() -> None:
     if args.child:
         print(json.dumps(head_child(args.child[0], int(args.child[1]), args.repeats)))
         return
-    print(f"load: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores", flush=True)
+    print(f"load: {load_average()}, {os.cpu_count()} cores", flush=True)
     rows = []
     for tokens in args.tokens:
+        for round_ in range(args.rounds):  # alternate the order, so drifting load hits every path alike
+            for method in args.methods if round_ % 2 == 0 else args.methods[::-1]:
+                load = load_average()
+                done = subprocess.run([sys.executable, __file__, "--child", method, str(tokens), "--repeats",
+                                       str(args.repeats)], capture_output=True, text=True)
+                row = {"tokens": tokens, "method": method, "round": round_, "load_before": load,
+                       "load_after": load_average()}
+                if done.returncode != 0:
+                    row["error"] = done.stderr.strip().splitlines()[-1]
+                else:
+                    row.update(json.loads(done.stdout.strip().splitlines()[-1]))
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    print(f"\nhead only: hidden {HIDDEN}, vocabulary {VOCAB}, fp32, frozen head, gradient to the hidden states; "
+          f"{args.rounds} round(s), each path once per round in a fresh process (order reversed every other "
+          "round); seconds and the ratio to the full path of the same round\n")
+    print("| answer tokens | path | peak GiB | vs full | seconds | vs full | CPU seconds | vs full |")
+    print("|---|---|---|---|---|---|---|---|")
+    for tokens in args.tokens:
         for method in args.methods:
-            done = subprocess.run([sys.executable, __file__, "--child", method, str(tokens), "--repeats",
-                                   str(args.repeats)], capture_output=True, text=True)
-            if done.returncode != 0:
-                rows.append({"tokens": tokens, "method": method, "error": done.stderr.strip().splitlines()[-1]})
-            else:
-                rows.append({"tokens": tokens, "method": method, **json.loads(done.stdout.strip().splitlines()[-1])})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(f"\nhead only: hidden {HIDDEN}, vocabulary {VOCAB}, fp32, frozen head, gradient to the hidden states\n")
-    print("| answer tokens | path | peak GiB | vs full | seconds | vs full |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        full = next((r for r in rows if r["tokens"] == row["tokens"] and r["method"] == "full" and "error" not in r), None)
-        if "error" in row:
-            print(f"| {row['tokens']} | {row['method']} | failed: {row['error'][:80]} | | | |")
-            continue
-        ratio = (lambda key: f"{row[key] / full[key]:.2f}x") if full else (lambda key: "")
-        print(f"| {row['tokens']} | {row['method']} | {row['peak_gib']:.2f} | {ratio('peak_gib')} | "
-              f"{row['seconds']:.1f} | {ratio('seconds')} |")
+            runs = [r for r in rows if r["tokens"] == tokens and r["method"] == method]
+            failed = [r for r in runs if "error" in r]
+            if failed:
+                print(f"| {tokens} | {method} | failed: {failed[0]['error'][:80]} | | | | | |")
+                continue
+            fulls = {r["round"]: r for r in rows if r["tokens"] == tokens and r["method"] == "full" and "error" not in r}
+            peak = max(r["peak_gib"] for r in runs)
+            seconds = " / ".join(f"{r['seconds']:.1f}" for r in runs)
+            peak_ratio = f"{peak / max(f['peak_gib'] for f in fulls.values()):.2f}x" if fulls else ""
+            time_ratio = " / ".join(f"{r['seconds'] / fulls[r['round']]['seconds']:.2f}x" for r in runs
+                                    if r["round"] in fulls)
+            cpu = " / ".join(f"{r['cpu_seconds']:.1f}" for r in runs)
+            cpu_ratio = " / ".join(f"{r['cpu_seconds'] / fulls[r['round']]['cpu_seconds']:.2f}x" for r in runs
+                                   if r["round"] in fulls)
+            print(f"| {tokens} | {method} | {peak:.2f} | {peak_ratio} | {seconds} | {time_ratio} | {cpu} | {cpu_ratio} |")
     if args.smollm2:
         sys.path.insert(0, str(REPO / "benchmarks"))
         result = smollm2_throughput(args.smollm2_steps, args.smollm2_length)
@@ -192,7 +216,7 @@ def main() -> None:
         for name in ("full", "streamed"):
             print(f"  {name}: {result['tokens_per_second'][name]:.0f} tokens/s ({result['seconds'][name]:.2f} s)")
         print(f"  streamed / full throughput: {result['streamed_over_full']:.2f}x")
-    print(f"load: {os.getloadavg()[0]:.1f} (1 min)")
+    print(f"load: {load_average()}")
 
 
 if __name__ == "__main__":

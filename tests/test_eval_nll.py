@@ -69,6 +69,28 @@ def test_batched_answer_nll_equals_hand_computed_log_softmax(loaded):
         assert 0 < got[0] / got[1] < 2 * math.log(len(tokenizer))  # a random model is near log(vocab)
 
 
+def test_answer_nll_at_a_large_vocabulary_streams_and_equals_the_full_logits_in_fp64(loaded):
+    """From 32,768 tokens of vocabulary the NLL takes the streamed log-prob path (as training and
+    the reference stage do): equal to the full logits' log-softmax to fp64 rounding."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _, tokenizer = loaded
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32768, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).double().eval()
+    pairs = [(row["x_l"], row["y_l"]) for row in HELD_OUT] + [(row["x_en"], row["y_en"]) for row in HELD_OUT]
+    scored = answer_nlls(model, tokenizer, pairs, batch_size=4)
+    assert model._clo_logps_path.streamed, model._clo_logps_path.reason
+    for (query, answer), got in zip(pairs, scored):
+        want_nll, want_tokens = _by_hand(model, tokenizer, query, answer)
+        assert got[1] == want_tokens
+        # about 10 tokens of |log p| ~ 10.4 each; fp64 rounding plus left padding's different
+        # attention blocking stay many orders of magnitude below 1e-9
+        assert got[0] == pytest.approx(want_nll, abs=1e-9)
+
+
 def test_pairs_longer_than_max_length_are_left_out(loaded):
     model, tokenizer = loaded
     short, long = ("Hi", "Hola."), ("Tell me " * 40, "Paris " * 40)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from clo_recipes.hardware import logps_plan
 from clo_recipes.methods.logps import IGNORE_INDEX
@@ -108,10 +107,10 @@ def values_and_grads(model, fn):
     return out.sum.detach(), out.count, grads
 
 
-def assert_paths_agree(model, inputs, labels, chunk=5, transform=LogitTransform()):
+def assert_paths_agree(model, inputs, labels, chunk=5, transform=LogitTransform(), path=None):
+    path = path or LogpsPath(True, "test", chunk, transform)
     full = values_and_grads(model, lambda: full_answer_logps(model, inputs, labels))
-    streamed = values_and_grads(model, lambda: streamed_answer_logps(model, inputs, labels,
-                                                                     LogpsPath(True, "test", chunk, transform)))
+    streamed = values_and_grads(model, lambda: streamed_answer_logps(model, inputs, labels, path))
     assert torch.equal(full[1], streamed[1])
     assert torch.allclose(streamed[0], full[0], rtol=0, atol=TOLERANCE)
     assert full[2].keys() == streamed[2].keys() and full[2]
@@ -161,6 +160,33 @@ def test_gemma2_logit_softcap_is_applied_once():
     assert (uncapped - full_answer_logps(model, inputs, labels).sum).abs().max() > 1e-2
 
 
+def test_chunks_grow_with_a_calls_answer_tokens(monkeypatch):
+    """A quarter of a call's answer tokens per chunk, between the vocabulary's bounds (at
+    Llama-3's 128256: 196 rows up to 784 answer tokens, 512 at 2048, at most 523), and the
+    values stay those of the full logits."""
+    assert logps_plan.chunk_bounds(128256) == (196, 523)
+    assert [logps_plan.chunk_tokens(128256, n) for n in (0, 512, 784, 2048, 8192)] == [196, 196, 196, 512, 523]
+    assert LogpsPath(True, "fixed", 5).rows(10_000) == 5  # no bound above: fixed chunks
+    seen = []
+
+    def recording(*args, chunk_tokens, **kwargs):
+        seen.append(chunk_tokens)
+        return streamed_token_logps(*args, chunk_tokens=chunk_tokens, **kwargs)
+
+    import clo_recipes.training.streaming as streaming
+
+    monkeypatch.setattr(streaming, "streamed_token_logps", recording)
+    model = tiny_llama()
+    for name, param in model.named_parameters():
+        param.requires_grad_("self_attn" in name)
+    inputs, labels = batch()  # 7 + 3 + 7 = 17 answer tokens
+    assert_paths_agree(model, inputs, labels, path=LogpsPath(True, "growing", 2, max_chunk_tokens=3))
+    assert seen == [3]  # 17 // 4 = 4, capped at 3
+    seen.clear()
+    assert_paths_agree(model, inputs, labels, path=LogpsPath(True, "growing", 2, max_chunk_tokens=10))
+    assert seen == [4]
+
+
 def test_choose_path_by_vocabulary_and_probe(monkeypatch):
     small = tiny_llama()
     assert not choose_path(small).streamed  # 300 < STREAM_MIN_VOCAB
@@ -169,6 +195,7 @@ def test_choose_path_by_vocabulary_and_probe(monkeypatch):
     path = choose_path(gemma)
     assert path.streamed and path.transform == LogitTransform(softcap=0.5)
     assert path.chunk_tokens == logps_plan.CHUNK_ELEMENTS // 300
+    assert path.max_chunk_tokens == logps_plan.MAX_CHUNK_ELEMENTS // 300
     # a model that rescales its logits after the head in a way the engine does not know:
     # the probe sees the streamed log-probs differ and keeps the full logits
     odd = tiny_llama(tied=False)

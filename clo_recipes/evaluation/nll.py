@@ -42,9 +42,9 @@ def answer_nlls(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], *,
     template; None for a pair longer than `max_length` (training drops those too)."""
     import torch
 
-    from clo_recipes.methods.logps import answer_logps
     from clo_recipes.training.batch import pad_left
     from clo_recipes.training.chat import ChatRenderer
+    from clo_recipes.training.streaming import choose_path, sequence_logps
 
     rendered = ChatRenderer(tokenizer).render_many(list(pairs)) if pairs else []
     keep = [i for i, seq in enumerate(rendered) if not max_length or len(seq) <= max_length]
@@ -53,13 +53,14 @@ def answer_nlls(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], *,
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     model.eval()
+    path = choose_path(model)  # as training and the reference stage: streamed at large vocabularies
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         input_ids, attention_mask, position_ids, labels = pad_left([rendered[i] for i in batch], pad_id)
+        inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
+                  "position_ids": position_ids.to(device), "use_cache": False}
         with torch.inference_mode():
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                           position_ids=position_ids.to(device), use_cache=False).logits
-        logps = answer_logps(logits, labels.to(device))
+            logps = sequence_logps(model, inputs, labels.to(device), path)
         for row, index in enumerate(batch):
             results[index] = (-float(logps.sum[row]), int(logps.count[row]))
         if progress is not None:

@@ -19,7 +19,8 @@ What is counted, per GPU (bytes per parameter or per token; c = 2 for bf16/fp16,
   inputs, q/k/v/attention output, gate/up/activation outputs, plus the inputs of whatever
   trains). With gradient checkpointing: one hidden state per layer, and backward then visits
   the logits first and one recomputed layer at a time, so the peak is the larger of the two
-  working sets (a recomputed layer counts twice: its activations and their gradients).
+  working sets (a recomputed layer counts twice: its activations and their gradients; under
+  QLoRA plus the largest 4-bit linear dequantized to the compute dtype for its product).
   `tests/test_hardware_memory.py` checks the per-layer bytes against what autograd keeps.
 - logits: what the training stage's answer log-probs keep over every position of the micro
   batch (answers can fill `train.max_length`). Streamed (vocabularies from
@@ -195,8 +196,20 @@ def activation_bytes(arch: Architecture, setup: TrainingSetup) -> float:
     final = 4 * arch.hidden + (arch.hidden * c if setup.trains_everything else 0)  # final norm (+ head input)
     if not setup.gradient_checkpointing:  # every layer's activations are alive when backward starts
         return tokens * (arch.layers * per_layer + final)
-    layer_phase = tokens * 2 * per_layer  # a recomputed layer's activations and their gradients
+    # a recomputed layer's activations and their gradients (and a 4-bit linear's dequantized weight)
+    layer_phase = tokens * 2 * per_layer + dequantized_bytes(arch, setup)
     return tokens * (arch.layers * arch.hidden * c + final) + max(0.0, layer_phase - head_working_set(arch, setup))
+
+
+def dequantized_bytes(arch: Architecture, setup: TrainingSetup) -> float:
+    """QLoRA: bitsandbytes multiplies by a 4-bit weight by dequantizing it to the compute dtype
+    (in the forward, and again for the input gradient in backward), its block scales decoded to
+    fp32 twice on the way (8 B per 64 weights); one linear at a time, so the largest counts.
+    `tests/test_hardware_memory.py` checks it with the PyTorch profiler on bitsandbytes' CPU backend."""
+    if not setup.quantized:
+        return 0.0
+    largest = max(fan_in * fan_out for fan_in, fan_out in {**arch.attention_linears(), **arch.mlp_linears()}.values())
+    return largest * (setup.compute_bytes + 8 / 64)
 
 
 def head_kept_bytes(arch: Architecture, setup: TrainingSetup) -> float:
@@ -216,7 +229,7 @@ def head_working_set(arch: Architecture, setup: TrainingSetup) -> float:
     recomputed under autograd in backward (16 B per logit, profiler). Full: every answer row."""
     c = setup.compute_bytes
     if streams(arch.vocab):
-        rows = min(chunk_tokens(arch.vocab), setup.tokens)
+        rows = min(chunk_tokens(arch.vocab, setup.tokens), setup.tokens)
         per_logit = 16 if setup.trains_everything else 4 + (2 * c if c < 4 else 0)
         return rows * arch.vocab * per_logit
     return setup.tokens * arch.vocab * (c + c + (4 if c < 4 else 0) + 4)
@@ -277,7 +290,7 @@ def _estimate(arch: Architecture, setup: TrainingSetup, gpu_memory_gb: float | N
         total_params=arch.total_params,
         trainable_params=split["trained"] + split["lora"],
         tokens_per_micro_batch=setup.tokens,
-        notes=[describe(arch.vocab)],
+        notes=[describe(arch.vocab, setup.tokens)],
     )
 
 

@@ -23,7 +23,7 @@ from ..methods.clo import CloLogps
 from ..methods.logps import IGNORE_INDEX, SequenceLogps
 from .chat import Rendered
 from .data import Example
-from .streaming import LogpsPath, choose_path, full_answer_logps, streamed_answer_logps, takes_logits_to_keep
+from .streaming import LogpsPath, choose_path, sequence_logps, takes_logits_to_keep
 
 # A new chunk starts when a sequence is shorter than this share of its chunk's longest.
 CHUNK_SLACK = 0.8
@@ -135,8 +135,7 @@ def forward_logps(model: Any, batch: Batch, path: LogpsPath | None = None) -> di
                                   "position_ids": chunk.position_ids, "use_cache": False}
         if trim:
             kwargs["logits_to_keep"] = chunk.logits_to_keep
-        part = streamed_answer_logps(model, kwargs, chunk.labels, path) if path.streamed \
-            else full_answer_logps(model, kwargs, chunk.labels)
+        part = sequence_logps(model, kwargs, chunk.labels, path)
         if sums is None:
             sums = part.sum.new_zeros(total)
         sums = sums.index_put((chunk.rows,), part.sum)

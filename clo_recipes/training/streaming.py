@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from ..hardware.logps_plan import chunk_tokens, streams
+from ..hardware.logps_plan import chunk_bounds, chunk_rows, streams
 from ..methods.logps import IGNORE_INDEX, SequenceLogps, answer_logps
 from ..methods.streamed import LogitTransform, streamed_token_logps
 
@@ -38,8 +38,13 @@ PROBE_TOLERANCE_WIDE = 1e-3  # fp32 and fp64 logits
 class LogpsPath:
     streamed: bool
     reason: str
-    chunk_tokens: int = 0
+    chunk_tokens: int = 0  # answer tokens per chunk, at least
     transform: LogitTransform = field(default_factory=LogitTransform)
+    max_chunk_tokens: int = 0  # chunks grow with a call's answer tokens up to this (0: fixed chunks)
+
+    def rows(self, answer_tokens: int) -> int:
+        """Answer tokens per chunk for a call with `answer_tokens` of them (`hardware/logps_plan.py`)."""
+        return chunk_rows(answer_tokens, self.chunk_tokens, self.max_chunk_tokens)
 
 
 def innermost(model: Any) -> Any:
@@ -95,8 +100,9 @@ def streamed_answer_logps(model: Any, inputs: dict[str, Any], labels: torch.Tens
         mask = targets != IGNORE_INDEX
         found["rows"] = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(targets)[mask]
         found["count"] = mask.sum(dim=1)
-        found["logps"] = streamed_token_logps(hidden[:, :-1][mask], targets[mask], original, head_trains=trains,
-                                              chunk_tokens=path.chunk_tokens, transform=path.transform)
+        answers = targets[mask]
+        found["logps"] = streamed_token_logps(hidden[:, :-1][mask], answers, original, head_trains=trains,
+                                              chunk_tokens=path.rows(answers.numel()), transform=path.transform)
         return found["logps"]
 
     head.forward = forward
@@ -118,6 +124,33 @@ def full_answer_logps(model: Any, inputs: dict[str, Any], labels: torch.Tensor) 
     return answer_logps(model(**inputs).logits, labels)
 
 
+def sequence_logps(model: Any, inputs: dict[str, Any], labels: torch.Tensor, path: LogpsPath) -> SequenceLogps:
+    """Summed answer log-probs of `model(**inputs)` per row of `labels`, the way `path` says."""
+    if path.streamed:
+        return streamed_answer_logps(model, inputs, labels, path)
+    return full_answer_logps(model, inputs, labels)
+
+
+@contextmanager
+def _no_inference_repacking(model: Any):
+    """Leave 4-bit weights as they are through the probe's eval-mode, no-grad forward.
+
+    bitsandbytes (0.50) on a CPU with AVX512-BF16 repacks a 4-bit layer's weight for its inference
+    kernel the first time the layer runs in eval mode without gradients, and keeps it repacked:
+    back in training the layer then takes that kernel, which has no backward, so no gradient
+    flows through the frozen 4-bit weights to the layers below and their LoRA adapters (measured:
+    the adapters of every layer but the last get zero gradients). The probe precedes training,
+    so it must not trigger the repacking; `support_avx512bf16_for_cpu` is the layer's switch."""
+    switched = [m for m in model.modules() if getattr(m, "support_avx512bf16_for_cpu", False)]
+    for module in switched:
+        module.support_avx512bf16_for_cpu = False
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.support_avx512bf16_for_cpu = True
+
+
 def _probe_agrees(model: Any, path: LogpsPath, autocast: Callable[[], Any]) -> bool:
     """Streamed and full log-probs on 2 x 6 probe tokens, in eval mode and without gradients,
     under the same autocast as the real forwards (under bf16 the trainable weights are fp32
@@ -134,7 +167,7 @@ def _probe_agrees(model: Any, path: LogpsPath, autocast: Callable[[], Any]) -> b
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), autocast(), _no_inference_repacking(model):
             logits = model(**inputs).logits
             full = answer_logps(logits, labels).sum
             streamed = streamed_answer_logps(model, inputs, labels, path).sum
@@ -157,7 +190,8 @@ def choose_path(model: Any, autocast: Callable[[], Any] = nullcontext) -> LogpsP
     elif base.get_output_embeddings() is None:
         path = LogpsPath(False, f"full logits: {type(base).__name__} has no output embeddings to stream")
     else:
-        path = LogpsPath(True, f"streamed: vocabulary {vocab:,}", chunk_tokens(vocab), logit_transform(text_config(model)))
+        least, most = chunk_bounds(vocab)
+        path = LogpsPath(True, f"streamed: vocabulary {vocab:,}", least, logit_transform(text_config(model)), most)
         if not _probe_agrees(base, path, autocast):
             path = LogpsPath(False, f"full logits: {type(base).__name__}'s streamed log-probs differ from its "
                                     "logits' on a probe (an output head or logit transform this engine does not know)")
