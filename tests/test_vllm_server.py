@@ -13,17 +13,22 @@ import pytest
 
 from clo_recipes.errors import CloError, StageError
 from clo_recipes.evaluation.backend_checks import check_recipe
-from clo_recipes.evaluation.generation import choose_backend
 from clo_recipes.evaluation.serving import unservable_reason
 from clo_recipes.evaluation.vllm_server import ManagedServer, ServeSpec, find_python, lora_rank_limit
+from clo_recipes.recipe.generation_backends import choose
 from clo_recipes.recipe.schema.evaluation import EvalSection
 
 
 def test_auto_takes_the_server_from_the_break_even_on():
-    assert choose_backend("auto", prompts=39, server_python="/x/python", break_even=40) == "transformers"
-    assert choose_backend("auto", prompts=40, server_python="/x/python", break_even=40) == "vllm"
-    assert choose_backend("auto", prompts=400, server_python=None, break_even=40) == "transformers"
-    assert choose_backend("vllm", prompts=1, server_python=None, break_even=40) == "vllm"  # plan time checked it
+    def chosen(requested, prompts, python):
+        return choose(requested, prompts=prompts, server_python=python, break_even=40).name
+
+    assert chosen("auto", 39, "/x/python") == "transformers"
+    assert chosen("auto", 40, "/x/python") == "vllm"
+    assert chosen("auto", 400, None) == "transformers"
+    assert chosen("vllm", 1, None) == "vllm"  # plan time checked it
+    assert choose("transformers", prompts=1, server_python=None, break_even=40).streams is False  # batches
+    assert choose("endpoint", prompts=1, server_python=None, break_even=40).streams is True
 
 
 def test_server_python_comes_from_the_setting_then_the_environment(tmp_path, monkeypatch):

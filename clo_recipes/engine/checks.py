@@ -5,27 +5,29 @@ torch-free, like the stage table promises)."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Iterable
 
 from ..errors import Problem, RecipeError
+from ..recipe.backends import load_function
 from ..recipe.resolve import Resolved, problems_from
 from .stages import SPECS
 
 
-def _function(target: str):
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
 
-
-def check_stages(resolved: Resolved, kinds: Iterable[str]) -> None:
-    """Raise one RecipeError listing every problem the planned stage kinds find."""
+def check_stages(resolved: Resolved, kinds: Iterable[str]) -> list[str]:
+    """Raise one RecipeError listing every problem the planned stage kinds find; else return
+    the notes the checks made (a check returns a string, or None, for what the plan should
+    say without refusing: e.g. an adapter the server cannot load is merged instead)."""
     problems: list[Problem] = []
+    notes: list[str] = []
     # each check once, in plan order (reference and train share the 4-bit backend check)
     checks = dict.fromkeys(check for kind in dict.fromkeys(kinds) for check in SPECS[kind].checks)
     for field, target in checks:
-        check = _function(target)
+        check = load_function(target)
         location = resolved.source.location(tuple(field.split(".")))
-        problems += problems_from(lambda: check(resolved.recipe), location)
+        said: list = []
+        problems += problems_from(lambda: said.append(check(resolved.recipe)), location)
+        notes += [f"{field}: {note}" for note in said if note]
     if problems:
         raise RecipeError(problems=problems)
+    return notes

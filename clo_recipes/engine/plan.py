@@ -125,7 +125,7 @@ def make_plan(resolved: Resolved) -> Plan:
     stages: list[PlannedStage] = []
     by_id: dict[str, PlannedStage] = {}
     stage_list = _stage_list(resolved)
-    check_stages(resolved, [kind for _, kind, _, _ in stage_list])
+    notes = check_stages(resolved, [kind for _, kind, _, _ in stage_list])
     for stage_id, kind, arm, deps in stage_list:
         spec = SPECS[kind]
         replacements = {}
@@ -147,4 +147,4 @@ def make_plan(resolved: Resolved) -> Plan:
         stages.append(stage)
         by_id[stage_id] = stage
     digests.save()
-    return Plan(resolved, stages, store, cache_dir)
+    return Plan(resolved, stages, store, cache_dir, notes)

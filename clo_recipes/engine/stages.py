@@ -78,9 +78,13 @@ SPECS: dict[str, StageSpec] = {
                   ("model", "language", "eval", "train.max_length", *_NUMERICS), 1,
                   "generate answers and score them",
                   checks=(*_PRECISION, ("eval.lm_eval_tasks", "clo_recipes.evaluation.lm_eval_bridge:check_recipe"),
-                          ("eval.generation_backend", "clo_recipes.evaluation.backend_checks:check_recipe")),
+                          ("eval.generation_backend", "clo_recipes.evaluation.backend_checks:check_recipe"),
+                          ("eval.vllm.args", "clo_recipes.evaluation.backend_checks:check_lora_rank")),
                   exports=("metrics.json", "answers.jsonl")),
-        StageSpec("judge", "clo_recipes.stages.judge", ("language", "eval.judge"), 1,
+        # eval.vllm, the precision and the answers' length: a managed judge server
+        # (eval.judge.backend: vllm) serves with them (its CPU KV cache holds two answers a request)
+        StageSpec("judge", "clo_recipes.stages.judge",
+                  ("language", "eval.judge", "eval.vllm", "eval.max_new_tokens", "hardware.precision"), 1,
                   "pairwise LLM-judge win rates",
                   checks=(("eval.judge.model", "clo_recipes.evaluation.backend_checks:check_judge"),),
                   exports=("judgments.jsonl",)),

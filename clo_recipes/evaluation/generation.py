@@ -158,11 +158,3 @@ class EndpointGenerator:
                 raise
         return [answer or "" for answer in answers]
 
-
-def choose_backend(requested: str, *, prompts: int, server_python: str | None, break_even: int) -> str:
-    """`auto` -> `vllm` when a server Python is available and enough prompts remain for the
-    server's start to pay off (benchmarks/eval_backends.py measures the break-even), else
-    `transformers`; an explicit choice stands (plan time checked it can run)."""
-    if requested != "auto":
-        return requested
-    return "vllm" if server_python is not None and prompts >= break_even else "transformers"

@@ -6,8 +6,10 @@ that prefers a position cannot tilt the result; each verdict scores the model 1 
 tells the judge that an answer not written in the prompt's language fails the instruction,
 which is how the paper's multilingual AlpacaEval treats wrong-language answers.
 
-Verdicts are cached in SQLite keyed by the judge model and the exact messages sent, so a
-re-run (or another run comparing the same answers) costs nothing.
+Verdicts are cached in SQLite keyed by the judge model (`ChatClient.identity`: the served name
+at an endpoint, the served weights' identity for a managed server) and the exact messages sent,
+so a re-run (or another run comparing the same answers) costs nothing, and another judge
+never reuses them.
 """
 
 from __future__ import annotations
@@ -127,10 +129,13 @@ class ChatClient:
     connection is not waited for)."""
 
     def __init__(self, endpoint: str, model: str, api_key: str | None, *, timeout_s: float = 120.0,
-                 retries: int = 3, max_tokens: int = 16):
+                 retries: int = 3, max_tokens: int = 16, identity: str | None = None):
         self.endpoint = ChatEndpoint(endpoint, model, api_key, timeout_s=timeout_s, max_retries=retries,
                                      max_tokens=max_tokens, retry_refused=False)
         self.model = model
+        # What the verdict cache keys on: the served name for a server the user runs; for a
+        # managed server (whose requests always name `clo-eval`) what it serves.
+        self.identity = identity or model
 
     def complete(self, messages: list[dict]) -> str:
         try:
@@ -173,7 +178,7 @@ def judge_comparisons(comparisons: Sequence[Comparison], client: ChatClient, cac
         keys = []
         for first, second in ((item.answer, item.baseline_answer), (item.baseline_answer, item.answer)):
             messages = build_messages(item.prompt, first, second, language)
-            key = cache_key(client.model, messages)
+            key = cache_key(client.identity, messages)
             jobs[key] = messages
             keys.append(key)
         plan.append((item, keys[0], keys[1]))
@@ -194,7 +199,7 @@ def judge_comparisons(comparisons: Sequence[Comparison], client: ChatClient, cac
                         replies[key] = ""
                         counters["too_long"] += 1
                         continue
-                    cache.put(key, client.model, replies[key])
+                    cache.put(key, client.identity, replies[key])
             except JudgeUnavailable:
                 for pending in futures:
                     pending.cancel()

@@ -9,10 +9,18 @@ imports the translation code that implements them.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 PinKind = Literal["model", "served", "engine"]
+
+
+def load_function(target: str) -> Any:
+    """The function a registry's (or the stage table's) "module:function" string names,
+    imported only when it is called for."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ _PATH_FIELDS: tuple[FieldPath, ...] = (
     ("data", "source"),
     ("translation", "memory_file"),
     ("eval", "prompts"),
+    ("eval", "judge", "model"),  # with eval.judge.backend vllm: a local folder (a hub id does not look like a path)
     ("model", "base"),
     ("model", "tokenizer"),
     ("model", "chat_template"),

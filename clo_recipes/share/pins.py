@@ -27,6 +27,9 @@ from ..errors import CloError
 from ..files import read_jsonl
 from ..model_ref import PYPI_PREFIX, locate_model
 from ..recipe.backends import BACKENDS
+from ..recipe.generation_backends import AUTO
+from ..recipe.generation_backends import backend as generation_backend
+from ..recipe.generation_backends import candidates as generation_candidates
 from ..recipe.schema import Recipe
 from .hub_refs import pin_hub
 
@@ -122,7 +125,10 @@ def input_pins(recipe: Recipe, digests: DigestCache,
         pin("eval.prompts", lambda: _local_pin("eval.prompts", recipe.eval.prompts, digests))
     judge = recipe.eval.judge
     if "judge" in recipe.eval.suites and judge.model:
-        pins["eval.judge.model"] = {"kind": "served", "endpoint": judge.endpoint, "model": judge.model}
+        if generation_backend(judge.backend).judge_pin == "model":  # served by the judge stage: pin the weights
+            local_or_hub("eval.judge.model", judge.model, "model", None)
+        else:
+            pins["eval.judge.model"] = {"kind": "served", "endpoint": judge.endpoint, "model": judge.model}
     if recipe.hardware.accelerate_config:
         pin("hardware.accelerate_config",
             lambda: _local_pin("hardware.accelerate_config", recipe.hardware.accelerate_config, digests))
@@ -184,9 +190,15 @@ def versioned_packages(recipe: Recipe) -> list[str]:
         names.append("datasets")
     if "lm_eval" in recipe.eval.suites:
         names.append("lm_eval")
-    if recipe.eval.generation_backend == "vllm" or (
-            recipe.eval.generation_backend == "auto" and version_of("vllm")):
-        names.append("vllm")
+    # The generation backends' packages: those of the backends the stages will use (answers,
+    # the judge); with `auto`, those of its candidates installed here.
+    asked = recipe.eval.generation_backend
+    sure = [] if asked == AUTO else list(generation_backend(asked).pins)
+    if "judge" in recipe.eval.suites:
+        sure += generation_backend(recipe.eval.judge.backend).pins
+    maybe = [package for backend in generation_candidates(asked) for package in backend.pins
+             if version_of(package)] if asked == AUTO else []
+    names += [package for package in dict.fromkeys(sure + maybe) if package not in names]
     return names
 
 

@@ -9,8 +9,9 @@ Writes into its folder:
   token count (what the `nll` suite averages; see `evaluation/nll.py`),
 - `metrics.json`: `{"stage": "evaluate", "model", "language", "suites": {...}, "skipped": [...]}`.
 
-Answers come from `eval.generation_backend` (`evaluation/serving.py`: transformers in this
-process, a vLLM server this stage starts and stops, or the user's endpoint); `metrics.json` →
+Answers come from `eval.generation_backend` (the registry `recipe/generation_backends.py` names
+how each opens: transformers in this process, a vLLM server this stage starts and stops, or the
+user's endpoint; `auto` is chosen there too); `metrics.json` →
 `generation` records which, and with what. Every answer is appended to
 `answers.partial.jsonl` as it arrives, so an interrupted stage resumes where it stopped. A suite that cannot run here (lm-eval not installed, no built-in MC set for the
 language) is recorded as skipped with its reason; the report shows it.
@@ -125,9 +126,9 @@ def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: 
     Every answer is appended to the checkpoint as it arrives (a server's answers one by one,
     transformers' a batch at a time), so a failure or Ctrl-C loses only what was in flight."""
     from clo_recipes.evaluation.fidelity import detect_answer_languages
-    from clo_recipes.evaluation.generation import choose_backend
     from clo_recipes.evaluation.serving import generator_for
     from clo_recipes.evaluation.vllm_server import find_python
+    from clo_recipes.recipe.generation_backends import choose
 
     settings = ctx.recipe.eval
     checkpoint = ctx.work_dir / "answers.partial.jsonl"
@@ -136,10 +137,9 @@ def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: 
     todo = [p for p in prompts if (p.id, p.lang, p.text) not in done]
     if done:
         ctx.log.info("evaluate: resuming, %d of %d answers already generated", len(prompts) - len(todo), len(prompts))
-    backend = choose_backend(settings.generation_backend, prompts=len(todo),
-                             server_python=find_python(settings.vllm.python),
-                             break_even=settings.vllm.break_even_prompts)
-    generation: dict = {"backend": backend, "requested": settings.generation_backend, "generated": len(todo),
+    backend = choose(settings.generation_backend, prompts=len(todo), server_python=find_python(settings.vllm.python),
+                     break_even=settings.vllm.break_even_prompts)
+    generation: dict = {"backend": backend.name, "requested": settings.generation_backend, "generated": len(todo),
                         "resumed": len(prompts) - len(todo)}
     if not todo:
         return [done[(p.id, p.lang, p.text)] for p in prompts], generation
@@ -157,8 +157,9 @@ def _generate_answers(ctx: StageContext, subject, loaded: _LoadedOnce, prompts: 
         with generator_for(ctx, subject, backend, loaded.get) as (generator, info):
             generation |= info
             serving_started = time.perf_counter()
-            for start in range(0, len(todo), CHECKPOINT_EVERY if backend == "transformers" else len(todo)):
-                chunk = todo[start : start + (CHECKPOINT_EVERY if backend == "transformers" else len(todo))]
+            step = len(todo) if backend.streams else CHECKPOINT_EVERY  # a stream checkpoints each answer
+            for start in range(0, len(todo), step):
+                chunk = todo[start : start + step]
                 generator.generate([p.text for p in chunk], progress=bar,
                                    on_answer=lambda index, text, chunk=chunk: keep(chunk[index], text))
                 ctx.log.info("evaluate-%s: %d/%d answers", ctx.arm, len(done), len(prompts))

@@ -6,15 +6,20 @@ both orders (see `evaluation/judge.py`). Writes `judge.json`:
 `{"status": "ok" | "skipped", "reason", "baseline", "judge_model", "models": {label: {lang:
 {win_rate, low, high, n, wins, ties, losses, consistent}}}, "counters"}` and `judgments.jsonl`.
 
-A judge that cannot be used (no endpoint, API key missing, endpoint unreachable) never fails
-the run: the stage records `skipped` with the reason and the report says so. Verdicts already
-paid for stay in the cache, so re-running after fixing the endpoint only asks for the rest.
+The judge's chat server comes from `eval.judge.backend` (the backend registry,
+`recipe/generation_backends.py`): `endpoint` (a server at eval.judge.endpoint) or `vllm` (a
+vLLM server this stage starts serving eval.judge.model, its log `vllm-server.log` in this
+folder, stopped when the stage ends; `judge.json` records its start time).
+
+A judge endpoint that cannot be used (no endpoint, API key missing, endpoint unreachable) never
+fails the run: the stage records `skipped` with the reason and the report says so. A managed
+server that does not start is an error (with its log's last lines). Verdicts already paid for
+stay in the cache, so re-running after fixing the judge only asks for the rest.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from clo_recipes.engine.context import StageContext, read_jsonl, write_jsonl
@@ -39,57 +44,54 @@ def run(ctx: StageContext) -> dict:
 
 
 def _skipped(reason: str, settings) -> dict:
-    return {"status": "skipped", "reason": reason, "baseline": settings.baseline, "judge_model": settings.model}
+    return {"status": "skipped", "reason": reason, "backend": settings.backend, "baseline": settings.baseline,
+            "judge_model": settings.model}
 
 
 def judge_models(ctx: StageContext, settings) -> dict:
-    from clo_recipes.chat_endpoint import is_loopback
-    from clo_recipes.evaluation.judge import (
-        ChatClient, Comparison, JudgeUnavailable, VerdictCache, judge_comparisons, win_rates)
+    from clo_recipes.evaluation.judge import Comparison, JudgeUnavailable, VerdictCache, judge_comparisons, win_rates
+    from clo_recipes.evaluation.serving import judge_client_for
     from clo_recipes.recipe.languages import get_language
-
-    if not settings.endpoint or not settings.model:
-        return _skipped("no judge configured: set eval.judge.endpoint and eval.judge.model", settings)
-    api_key = os.environ.get(settings.api_key_env)
-    if not api_key and not is_loopback(settings.endpoint):
-        return _skipped(f"API key missing: environment variable {settings.api_key_env} is not set", settings)
 
     answers = {label: list(read_jsonl(folder / "answers.jsonl")) for label, folder in _evaluations(ctx).items()}
     try:
         baseline_label, baseline_answers = _baseline(settings.baseline, answers)
     except LookupError as error:
         return _skipped(str(error), settings)
-
     by_key = {(row["id"], row["lang"], row["prompt"]): row["answer"] for row in baseline_answers}
+    compared: dict[str, list] = {}
+    for label, rows in answers.items():
+        if label == baseline_label:
+            continue
+        compared[label] = [Comparison(row["id"], row["lang"], row["prompt"], row["answer"], by_key[key])
+                           for row in rows if (key := (row["id"], row["lang"], row["prompt"])) in by_key]
+        if not compared[label]:
+            return _skipped(f"model '{label}' and baseline '{baseline_label}' share no prompt", settings)
+
     target = ctx.recipe.language
     names = {"en": "English", target: get_language(target).name}
-    client = ChatClient(settings.endpoint, settings.model, api_key, timeout_s=settings.timeout_s)
-    cache = VerdictCache(ctx.cache_dir / CACHE_FILE)
     models: dict[str, dict] = {}
     counters = {"requests": 0, "cached": 0, "identical": 0, "unreadable": 0, "too_long": 0}
     all_records: list[dict] = []
+    cache = VerdictCache(ctx.cache_dir / CACHE_FILE)
     try:
-        for label, rows in answers.items():
-            if label == baseline_label:
-                continue
-            comparisons = [
-                Comparison(row["id"], row["lang"], row["prompt"], row["answer"], by_key[key])
-                for row in rows if (key := (row["id"], row["lang"], row["prompt"])) in by_key
-            ]
-            if not comparisons:
-                return _skipped(f"model '{label}' and baseline '{baseline_label}' share no prompt", settings)
-            records, counts = judge_comparisons(comparisons, client, cache, names, concurrency=settings.concurrency)
-            models[label] = win_rates(records)
-            all_records += [{"model": label, "baseline": baseline_label, **record} for record in records]
-            for key, value in counts.items():
-                counters[key] += value
+        # Opened only now that there is something to judge: a managed server starts here and
+        # stops when the block ends (also on error and Ctrl-C).
+        with judge_client_for(ctx, settings) as (client, judge_info):
+            for label, comparisons in compared.items():
+                records, counts = judge_comparisons(comparisons, client, cache, names,
+                                                    concurrency=settings.concurrency)
+                models[label] = win_rates(records)
+                all_records += [{"model": label, "baseline": baseline_label, **record} for record in records]
+                for key, value in counts.items():
+                    counters[key] += value
     except JudgeUnavailable as error:
         return _skipped(str(error), settings)
     finally:
         cache.close()
     write_jsonl(ctx.work_dir / "judgments.jsonl", all_records)
     return {"status": "ok", "baseline": baseline_label, "judge_model": settings.model,
-            "endpoint": settings.endpoint, "models": models, "counters": counters}
+            "endpoint": settings.endpoint, **judge_info, "models": models, "counters": counters}
 
 
 def _evaluations(ctx: StageContext) -> dict[str, Path]:

@@ -86,8 +86,9 @@ def run(ctx: StageContext) -> dict:
         evaluations=evaluations,
         judge=judge,
         examples=pick_examples(answers, ctx.recipe.language, settings.examples),
-        judge_settings={"endpoint": settings.judge.endpoint, "model": settings.judge.model,
-                        "api_key_env": settings.judge.api_key_env, "baseline": settings.judge.baseline},
+        judge_settings={"backend": settings.judge.backend, "endpoint": settings.judge.endpoint,
+                        "model": settings.judge.model, "api_key_env": settings.judge.api_key_env,
+                        "baseline": settings.judge.baseline},
         translation=translation,
         # the page's further parts (report.html and report.md render both from this document)
         answers=answer_rows(answers, ctx.recipe.language),

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 from clo_recipes.errors import CloError
-from clo_recipes.recipe.backends import BACKENDS
+from clo_recipes.recipe.backends import BACKENDS, load_function
 
 from .base import Translator
 from .memory import MemoryTranslator, read_jsonl_memory, read_tmx_memory
@@ -32,8 +31,7 @@ def build_translator(section: Any, *, src: str, tgt: str) -> Translator:
     the function the backend registry (`recipe/backends.py`) names."""
     if section.backend not in BACKENDS:
         raise CloError(f"unknown translation.backend {section.backend!r}", hint=f"one of {', '.join(BACKENDS)}")
-    module, function = BACKENDS[section.backend].build.split(":")
-    return getattr(importlib.import_module(module), function)(section, src=src, tgt=tgt)
+    return load_function(BACKENDS[section.backend].build)(section, src=src, tgt=tgt)
 
 
 # Builders named by the registry; backend modules (and torch) are imported only when chosen.

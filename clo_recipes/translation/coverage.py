@@ -12,7 +12,6 @@ the check and the backend (`hf_seq2seq`) agree by construction.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, Literal
 
 from clo_recipes.errors import CloError
 from clo_recipes.files import enumerate_records
-from clo_recipes.recipe.backends import BACKENDS
+from clo_recipes.recipe.backends import BACKENDS, load_function
 from clo_recipes.recipe.languages import Language, UnknownLanguage, all_languages, get_language
 
 Family = Literal["m2m100", "nllb", "madlad", "opus-mt"]
@@ -190,8 +189,7 @@ def check_language_support(translation: Any, language: Language | str) -> None:
         language = get_language(language)
     check = BACKENDS[translation.backend].check
     if check is not None:
-        module, function = check.split(":")
-        getattr(importlib.import_module(module), function)(translation, language)
+        load_function(check)(translation, language)
 
 
 def check_recipe(recipe: Any) -> None:

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from ..generation_backends import AUTO, JUDGE_NAMES, NAMES, description, judge_description, refuse_judge
 from .base import Section
 
+# The registry's names, in its order (`recipe/generation_backends.py`).
+GenerationBackendName = Literal[(AUTO, *NAMES)]  # type: ignore[valid-type]
+JudgeBackendName = Literal[JUDGE_NAMES]  # type: ignore[valid-type]
 Suite = Literal["fidelity", "mc", "nll", "judge", "lm_eval"]
 
 
 class JudgeSection(Section):
+    backend: JudgeBackendName = Field(default="endpoint", description=judge_description())
     endpoint: str | None = Field(
-        default=None, description="OpenAI-compatible base URL of the judge (hosted or local vLLM)."
+        default=None, description="With backend `endpoint`: OpenAI-compatible base URL of the judge (hosted or local vLLM)."
     )
-    model: str | None = Field(default=None, description="Judge model name served at the endpoint.")
+    model: str | None = Field(
+        default=None,
+        description="The judge model: with backend `endpoint` the name served at the endpoint; with `vllm` a hub "
+                    "id or a local folder the judge stage serves.",
+    )
     api_key_env: str = Field(
         default="OPENAI_API_KEY", description="Environment variable holding the judge's API key."
     )
@@ -25,6 +34,14 @@ class JudgeSection(Section):
     )
     concurrency: int = Field(default=4, ge=1, description="Judge requests in flight.")
     timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _can_judge(cls, value: object) -> object:
+        why = refuse_judge(value) if isinstance(value, str) else None
+        if why:
+            raise ValueError(why)
+        return value
 
 
 class VLLMServerSection(Section):
@@ -44,14 +61,16 @@ class VLLMServerSection(Section):
     )
     memory_share: float | None = Field(
         default=None, gt=0, le=1,
-        description="vLLM's --gpu-memory-utilization (on CPU the share of RAM for weights and KV cache; "
-                    "default 0.9 on a GPU, 0.3 on CPU).",
+        description="vLLM's --gpu-memory-utilization (default 0.9 on a GPU). On CPU, unset: the KV cache is "
+                    "sized to the requests in flight (concurrency x (512 + max_new_tokens) tokens, at least one "
+                    "max_model_len sequence, plus 512 spare); set: this share of RAM for weights and KV cache.",
     )
     args: list[str] = Field(default_factory=list, description="Extra `vllm serve` arguments, appended.")
     break_even_prompts: int = Field(
-        default=40, ge=0,
+        default=150, ge=0,
         description="With generation_backend `auto`: fewest prompts for which the server's start pays off "
-                    "(measured by benchmarks/eval_backends.py).",
+                    "(benchmarks/eval_backends.py measured 147 on 2 CPU cores with SmolLM2; on a GPU the start "
+                    "is paid back sooner: measure yours).",
     )
 
 
@@ -76,17 +95,7 @@ class EvalSection(Section):
     max_prompts: int = Field(default=100, ge=1, description="Prompts per language at most.")
     max_new_tokens: int = Field(default=256, ge=1, description="Greedy generation length.")
     batch_size: int = Field(default=8, ge=1, description="Generation and scoring batch size.")
-    generation_backend: Literal["auto", "transformers", "vllm", "endpoint"] = Field(
-        default="auto",
-        description=(
-            "How answers are generated: `transformers` (batched `generate` in the stage), `vllm` (a vLLM "
-            "server the stage starts from `eval.vllm.python`, serving exactly the evaluated weights or the "
-            "base plus its LoRA adapter, stopped when the stage ends), `endpoint` (an OpenAI-compatible "
-            "server you run: `eval.endpoint`, `eval.endpoint_model`), or `auto` (`vllm` when a server "
-            "Python is available and there are at least `eval.vllm.break_even_prompts` prompts to "
-            "answer, else transformers)."
-        ),
-    )
+    generation_backend: GenerationBackendName = Field(default=AUTO, description=description())
     endpoint: str | None = Field(
         default=None, description="With generation_backend `endpoint`: the server's base URL (ends in /v1)."
     )
@@ -98,7 +107,7 @@ class EvalSection(Section):
         description="Environment variable holding the endpoint's API key (not needed on 127.0.0.1).",
     )
     vllm: VLLMServerSection = Field(
-        default_factory=lambda: VLLMServerSection(), description="The managed vLLM server (backend `vllm`)."
+        default_factory=lambda: VLLMServerSection(), description="The managed vLLM server (backend `vllm`, for generation and the judge)."
     )
     mc_sets: list[str] = Field(
         default_factory=lambda: ["builtin"],
