@@ -13,7 +13,6 @@ from ..recipe.resolve import Resolved, problems_from
 from .stages import SPECS
 
 
-
 def check_stages(resolved: Resolved, kinds: Iterable[str]) -> list[str]:
     """Raise one RecipeError listing every problem the planned stage kinds find; else return
     the notes the checks made (a check returns a string, or None, for what the plan should

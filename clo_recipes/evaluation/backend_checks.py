@@ -44,7 +44,6 @@ def check_model_served(endpoint: str, model: str, api_key: str | None, field: st
                        hint=f"set {field} to one of those names (vllm: --served-model-name)")
 
 
-
 def check_recipe(recipe) -> None:
     """The evaluate stage's backend check (blamed on `eval.generation_backend`): the registry's
     needed fields and check for the backend asked for (`auto` is checked when it runs: it falls

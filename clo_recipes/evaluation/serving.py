@@ -156,7 +156,6 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-
 def generator_for(ctx: Any, subject: Any, backend: GenerationBackend, load_model: Any):
     """(generator, what the manifest records) from the function the registry names for this
     backend (a context manager: a managed server stops on exit)."""
