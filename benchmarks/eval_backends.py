@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from probes import load_average  # noqa: E402
 
 
 def held_out(count: int) -> list[dict]:
@@ -88,8 +90,7 @@ def main() -> None:
 
     python = str(real_server.ensure_venv())
     folder = real_server.model_folder()
-    with open("/proc/loadavg") as load:
-        print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load {load.read().split()[:3]}")
+    print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load {load_average()}")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         pairs = root / "pairs-done"
@@ -110,8 +111,7 @@ def main() -> None:
     slow_per = sum(r["generation"]["answer_s"] for r in slow) / (n * len(slow))
     load_s = sum(r["generation"]["wall_s"] - r["generation"]["answer_s"] for r in slow) / len(slow)
     identical = sum(a == b for s, f in zip(slow, fast) for a, b in zip(s["answers"], f["answers"]))
-    with open("/proc/loadavg") as load:
-        print(f"load after: {load.read().split()[:3]}")
+    print(f"load after: {load_average()}")
     print(f"\n{args.arms} evaluate stages x {n} prompts ({args.prompts} per language), {args.max_new_tokens} new tokens:")
     print(f"  transformers: {slow_s:7.1f} s   ({slow_per:.2f} s/prompt, model load {load_s:.1f} s per stage)")
     print(f"  vLLM server : {fast_s:7.1f} s   ({fast_per:.2f} s/prompt, server start {start:.1f} s per stage)")

@@ -38,19 +38,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from probes import load_average, reset_peak_rss, status_kib  # noqa: E402
+
 HIDDEN, VOCAB = 4096, 128256
-
-
-def status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(field)
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages (/proc/loadavg): the machine is shared."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def head_child(method: str, tokens: int, repeats: int) -> dict:
@@ -99,7 +90,7 @@ def head_child(method: str, tokens: int, repeats: int) -> dict:
         loss.backward()
         return float(loss)
 
-    Path("/proc/self/clear_refs").write_text("5")
+    reset_peak_rss()
     base = status_kib("VmRSS")
     best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
@@ -209,7 +200,6 @@ def main() -> None:
                                    if r["round"] in fulls)
             print(f"| {tokens} | {method} | {peak:.2f} | {peak_ratio} | {seconds} | {time_ratio} | {cpu} | {cpu_ratio} |")
     if args.smollm2:
-        sys.path.insert(0, str(REPO / "benchmarks"))
         result = smollm2_throughput(args.smollm2_steps, args.smollm2_length)
         print(f"\nSmolLM2-135M (full depth, {result['path']}), CLO step of {result['tokens']} tokens, "
               "attention trains, fp32, gradient checkpointing:")

@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import shapes  # noqa: E402  (model shapes from the repo's known configs, shared with gpu_check)
-from probes import parameter_bytes  # noqa: E402
+from probes import load_average, parameter_bytes, reset_peak_rss, status_kib  # noqa: E402
 from shapes import shape  # noqa: E402
 
 LLAMA3_8B, QWEN25_3B = shape(shapes.LLAMA3_8B), shape(shapes.QWEN25_3B)  # layers set per run below
@@ -58,13 +58,6 @@ SHAPES = {  # name -> (config, layers, adapter kind, trainable)
     "qwen2.5-3b-2l/qlora": (QWEN25_3B, 2, "qlora", "attention"),
 }
 GIB = 1024**3
-
-
-def status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def estimate(name: str, max_length: int) -> dict:
@@ -176,7 +169,7 @@ def child(name: str, max_length: int, models: Path) -> dict:
 
     def phase(record: dict, key: str) -> None:
         record[key] = round((status_kib("VmHWM") - base_kib) / 2**20, 3)
-        Path("/proc/self/clear_refs").write_text("5")
+        reset_peak_rss()
 
     def step(model, optimizer, batch, path=None, record: dict | None = None) -> float:
         record = {} if record is None else record
@@ -209,7 +202,7 @@ def child(name: str, max_length: int, models: Path) -> dict:
     base_kib = status_kib("VmRSS")
     config, model, optimizer = build(config_dict, layers, models / name.replace("/", "_"))
     path = choose_path(model)  # cached on the model by build()
-    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS (model built)
+    reset_peak_rss()  # model built
     built_kib = status_kib("VmRSS")
     batch = clo_batch(config.vocab_size, max_length)
     seconds, phases = [], []
@@ -223,10 +216,6 @@ def child(name: str, max_length: int, models: Path) -> dict:
             "after_build_gib": (built_kib - base_kib) / 2**20, "phases_gib": phases, "logps_path": path.reason,
             "parameter_gib": {k: round(v / GIB, 3) for k, v in params.items()}, "step_seconds": seconds,
             "checkpoint_mapped_gib": mapped_kib(models) / 2**20, "loss": loss}
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:

@@ -52,6 +52,27 @@ class PeakMemory:
         return (self.peak - self.start) / 2**20
 
 
+def status_kib(field: str) -> int:
+    """A KiB field of /proc/self/status (VmRSS: resident now; VmHWM: its high-water mark)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def reset_peak_rss() -> None:
+    """VmHWM := the current resident set (Linux: `echo 5 > /proc/self/clear_refs`)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (/proc/loadavg): the machines these run on are shared."""
+    with open("/proc/loadavg") as handle:
+        return " ".join(handle.read().split()[:3])
+
+
 def release() -> None:
     """Drop what the last block left: Python garbage and the CUDA allocator's cache."""
     import torch

@@ -30,13 +30,12 @@ def test_the_schema_takes_its_names_and_text_from_the_registry():
 
 
 def test_every_function_the_registry_names_exists():
-    import importlib
+    from clo_recipes.recipe.backends import load_function
 
     for entry in registry.BACKENDS.values():
         for target in (entry.open, entry.check, entry.judge):
             if target:
-                module, _, name = target.partition(":")
-                assert callable(getattr(importlib.import_module(module), name)), target
+                assert callable(load_function(target)), target
         assert entry.streams == (entry.name != "transformers")  # only in-process generate batches
 
 

@@ -2,7 +2,6 @@
 dispatched: the schema's names and messages, the builder, the plan-time coverage check and
 the lock's pin all come from its entries."""
 
-import importlib
 import importlib.metadata
 import typing
 
@@ -12,7 +11,7 @@ from pydantic import ValidationError
 from clo_recipes.engine.fingerprint import DigestCache
 from clo_recipes.runner.testing import write_recipe
 from clo_recipes.errors import CloError
-from clo_recipes.recipe.backends import BACKENDS, NAMES
+from clo_recipes.recipe.backends import BACKENDS, NAMES, load_function
 from clo_recipes.recipe.load import load_recipe
 from clo_recipes.recipe.schema.translation import TranslationSection
 from clo_recipes.share.lock import _same_input, describe_pin
@@ -20,11 +19,6 @@ from clo_recipes.share.pins import input_pins
 from clo_recipes.translation.backends import build_translator
 from clo_recipes.translation.coverage import check_language_support
 from clo_recipes.translation.memory import MemoryTranslator
-
-
-def _resolve(target: str):
-    module, function = target.split(":")
-    return getattr(importlib.import_module(module), function)
 
 
 def test_the_schema_takes_its_names_and_description_from_the_registry():
@@ -36,8 +30,8 @@ def test_the_schema_takes_its_names_and_description_from_the_registry():
 
 def test_every_builder_and_check_the_registry_names_exists():
     for entry in BACKENDS.values():
-        assert callable(_resolve(entry.build))
-        assert entry.check is None or callable(_resolve(entry.check))
+        assert callable(load_function(entry.build))
+        assert entry.check is None or callable(load_function(entry.check))
 
 
 @pytest.mark.parametrize("values, message", [
