@@ -1,7 +1,10 @@
-"""The streamed log-prob path's setup probe on a 4-bit (QLoRA) model: it must leave the model
-trainable exactly as it found it. bitsandbytes repacks a 4-bit weight for its CPU inference
-kernel (no backward) on an eval-mode, no-grad forward on CPUs with AVX512-BF16; the probe is
-such a forward. On CPUs without those instructions the test still runs and must still pass."""
+"""A 4-bit (QLoRA) model loaded for training stays trainable exactly as it was through the
+eval-mode, no-grad forwards it meets before and between training phases: the streamed
+log-prob path's setup probe and the reference log-probs (the reference stage, `sft+dpo`'s
+second phase). bitsandbytes repacks a 4-bit weight for its CPU inference kernel (no backward)
+on such a forward on CPUs with AVX512-BF16, unless the loader switched that off
+(`training.loading._keep_4bit_layout`). On CPUs without those instructions the test still
+runs and must still pass."""
 
 from pathlib import Path
 
@@ -36,7 +39,7 @@ def lora_gradients(model, ids, labels) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def test_the_probe_leaves_every_4bit_layer_trainable(four_bit_folder):
+def test_eval_forwards_leave_every_4bit_layer_trainable(four_bit_folder):
     from clo_recipes.methods.logps import IGNORE_INDEX
     from clo_recipes.recipe.schema.adapter import AdapterSection
     from clo_recipes.recipe.schema.model import ModelSection
@@ -56,11 +59,14 @@ def test_the_probe_leaves_every_4bit_layer_trainable(four_bit_folder):
     before = lora_gradients(model, ids, labels)
     path = choose_path(model, lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     assert path.streamed, path.reason
+    model.eval()  # as training.reference.compute_reference runs the model
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids, use_cache=False)
     repacked = [name for name, m in model.named_modules()
                 if getattr(getattr(getattr(m, "weight", None), "quant_state", None), "packing_format_for_cpu", False)]
     assert repacked == []
     after = lora_gradients(model, ids, labels)
     first_layer = [name for name in before if ".layers.0." in name and "lora_A" in name]
     assert first_layer and all(before[name].abs().sum() > 0 for name in first_layer)
-    for name, gradient in before.items():  # the same computation before and after the probe: equal bits
+    for name, gradient in before.items():  # the same computation before and after: equal bits
         assert torch.equal(after[name], gradient), name

@@ -153,12 +153,30 @@ def load_model(model_section: Any, *, precision: str = "fp32", attention: str | 
         _plain_weights_from_gguf(model, for_training)
     if for_training:
         model.config.use_cache = False  # the KV cache is useless for training and costs memory
+        if quant is not None:
+            _keep_4bit_layout(model)
         return model
     if quant is None:
         target = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = model.to(target)
     model.eval()
     return model
+
+
+def _keep_4bit_layout(model: Any) -> None:
+    """Keep a 4-bit model that trains in the layout training runs on.
+
+    bitsandbytes (0.50) on a CPU with AVX512-BF16 repacks a 4-bit weight for its inference
+    kernel the first time the layer runs in eval mode without gradients, and keeps it repacked:
+    back in training that kernel, which has no backward, carries no gradient through the frozen
+    4-bit weights to the layers below and their LoRA adapters. A model loaded for training
+    meets such forwards (the log-prob path's probe, the reference log-probs of the reference
+    stage and of `sft+dpo`'s second phase), so its layers never take that kernel: the reference
+    log-probs then also come from the kernel training runs. `support_avx512bf16_for_cpu` is the
+    layer's switch; evaluation loads keep it."""
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _plain_weights_from_gguf(model: Any, for_training: bool) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -131,26 +131,6 @@ def sequence_logps(model: Any, inputs: dict[str, Any], labels: torch.Tensor, pat
     return full_answer_logps(model, inputs, labels)
 
 
-@contextmanager
-def _no_inference_repacking(model: Any):
-    """Leave 4-bit weights as they are through the probe's eval-mode, no-grad forward.
-
-    bitsandbytes (0.50) on a CPU with AVX512-BF16 repacks a 4-bit layer's weight for its inference
-    kernel the first time the layer runs in eval mode without gradients, and keeps it repacked:
-    back in training the layer then takes that kernel, which has no backward, so no gradient
-    flows through the frozen 4-bit weights to the layers below and their LoRA adapters (measured:
-    the adapters of every layer but the last get zero gradients). The probe precedes training,
-    so it must not trigger the repacking; `support_avx512bf16_for_cpu` is the layer's switch."""
-    switched = [m for m in model.modules() if getattr(m, "support_avx512bf16_for_cpu", False)]
-    for module in switched:
-        module.support_avx512bf16_for_cpu = False
-    try:
-        yield
-    finally:
-        for module in switched:
-            module.support_avx512bf16_for_cpu = True
-
-
 def _probe_agrees(model: Any, path: LogpsPath, autocast: Callable[[], Any]) -> bool:
     """Streamed and full log-probs on 2 x 6 probe tokens, in eval mode and without gradients,
     under the same autocast as the real forwards (under bf16 the trainable weights are fp32
@@ -167,7 +147,7 @@ def _probe_agrees(model: Any, path: LogpsPath, autocast: Callable[[], Any]) -> b
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), autocast(), _no_inference_repacking(model):
+        with torch.no_grad(), autocast():
             logits = model(**inputs).logits
             full = answer_logps(logits, labels).sum
             streamed = streamed_answer_logps(model, inputs, labels, path).sum
